@@ -1,0 +1,264 @@
+package devbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestBroker is a broker for tests in any package: the real cluster named by
+// KAFKA_BOOTSTRAP_SERVERS when that is set, else an embedded kfake broker on
+// a free 127.0.0.1 port. Tests written against it do not care which: they
+// make their topics and groups with Topic and Group (uniquely named, since a
+// real broker keeps them between runs) and reach the broker over TCP.
+type TestBroker struct {
+	// Addr is the bootstrap address, comma-separated for a real cluster of
+	// several brokers.
+	Addr string
+	// Cluster is the embedded cluster for fault injection and inspection,
+	// nil when the broker is real.
+	Cluster *kfake.Cluster
+	// Admin is an admin client on the broker, closed by the test's cleanup.
+	Admin *kadm.Client
+
+	mu       sync.Mutex
+	producer *kgo.Client
+}
+
+// testBrokerTimeout bounds each admin request of the helpers, so that a dead
+// broker fails a test with a message rather than hanging it.
+const testBrokerTimeout = 30 * time.Second
+
+// NewTestBroker returns the broker for this test: the real one if
+// KAFKA_BOOTSTRAP_SERVERS is set (failing the test if it does not answer),
+// else a new embedded one. It never skips. Everything it opens is closed by
+// t.Cleanup.
+func NewTestBroker(t testing.TB) *TestBroker {
+	t.Helper()
+	b := &TestBroker{}
+	if addr := strings.TrimSpace(os.Getenv(EnvBootstrapServers)); addr != "" {
+		b.Addr = addr
+	} else {
+		// No topics: tests make their own with Topic, as on a real broker.
+		eb, err := start(Options{Addr: "127.0.0.1:0"}.withDefaults(), nil)
+		if err != nil {
+			t.Fatalf("devbroker: start embedded broker: %v", err)
+		}
+		t.Cleanup(eb.Close)
+		b.Addr = eb.Addr()
+		b.Cluster = eb.Cluster()
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.seeds()...))
+	if err != nil {
+		t.Fatalf("devbroker: admin client for %s: %v", b.Addr, err)
+	}
+	t.Cleanup(cl.Close)
+	b.Admin = kadm.NewClient(cl)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
+	defer cancel()
+	if _, err := b.Admin.ListBrokers(ctx); err != nil {
+		t.Fatalf("devbroker: broker %s does not answer (%s=%q): %v",
+			b.Addr, EnvBootstrapServers, os.Getenv(EnvBootstrapServers), err)
+	}
+	t.Cleanup(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.producer != nil {
+			b.producer.Close()
+		}
+	})
+	return b
+}
+
+// Real reports whether this is a real broker (KAFKA_BOOTSTRAP_SERVERS) rather
+// than the embedded one.
+func (b *TestBroker) Real() bool { return b.Cluster == nil }
+
+func (b *TestBroker) seeds() []string {
+	var seeds []string
+	for _, s := range strings.Split(b.Addr, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			seeds = append(seeds, s)
+		}
+	}
+	return seeds
+}
+
+// uniqueName returns base with a random suffix: topics and groups on a real
+// broker outlive the test that made them.
+func uniqueName(base string) string {
+	var buf [6]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+	return base + "-" + hex.EncodeToString(buf[:])
+}
+
+// Topic creates a topic named base plus a unique suffix and returns the name.
+// partitions < 1 means DefaultPartitions. configs are topic configs; unless
+// they set max.message.bytes it is DefaultMaxMessageBytes, so large records
+// work on a real broker too. It waits until every partition has a leader.
+// On a real broker the topic is deleted when the test ends.
+func (b *TestBroker) Topic(t testing.TB, base string, partitions int, configs map[string]*string) string {
+	t.Helper()
+	if partitions < 1 {
+		partitions = DefaultPartitions
+	}
+	cfgs := map[string]*string{}
+	for k, v := range configs {
+		cfgs[k] = v
+	}
+	if _, ok := cfgs["max.message.bytes"]; !ok {
+		v := fmt.Sprint(DefaultMaxMessageBytes)
+		cfgs["max.message.bytes"] = &v
+	}
+	name := uniqueName(base)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
+	defer cancel()
+	// Replication factor -1: the broker's default, which is valid on a
+	// single node (kfake caps it at the node count, Kafka's KRaft dev
+	// setups set it to 1).
+	resp, err := b.Admin.CreateTopic(ctx, int32(partitions), -1, cfgs, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("devbroker: create topic %q (%d partitions) on %s: %v", name, partitions, b.Addr, err)
+	}
+	if b.Real() {
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
+			defer cancel()
+			if _, err := b.Admin.DeleteTopic(ctx, name); err != nil {
+				t.Logf("devbroker: delete topic %q: %v", name, err)
+			}
+		})
+	}
+
+	// A real broker answers CreateTopics before every partition has a
+	// leader in its metadata; a producer that looks too early can give up
+	// on an unknown topic. kfake is ready at once and passes on the first
+	// look.
+	for {
+		details, err := b.Admin.ListTopics(ctx, name)
+		if err == nil {
+			if td, ok := details[name]; ok && td.Err == nil && len(td.Partitions) == partitions && allLed(td) {
+				return name
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("devbroker: topic %q created on %s but its %d partitions have no leaders after %v (last error: %v)",
+				name, b.Addr, partitions, testBrokerTimeout, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(td kadm.TopicDetail) bool {
+	for _, p := range td.Partitions {
+		if p.Err != nil || p.Leader < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Group returns base plus a unique suffix, for a consumer group id.
+func (b *TestBroker) Group(base string) string { return uniqueName(base) }
+
+// Client returns a client on the broker with the size limits raised to
+// DefaultMaxMessageBytes (see ClientOpts), then opts applied (later options
+// win). It is closed when the test ends.
+func (b *TestBroker) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	all := append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, ClientOpts(DefaultMaxMessageBytes)...)
+	all = append(all, opts...)
+	cl, err := kgo.NewClient(all...)
+	if err != nil {
+		t.Fatalf("devbroker: client for %s: %v", b.Addr, err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// Produce writes recs to topic synchronously (setting Topic on each) with a
+// client shared by the TestBroker, failing the test on any error. Call it from
+// the test's goroutine.
+func (b *TestBroker) Produce(t testing.TB, topic string, recs ...*kgo.Record) {
+	t.Helper()
+	b.mu.Lock()
+	if b.producer == nil {
+		var err error
+		b.producer, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, ClientOpts(DefaultMaxMessageBytes)...)...)
+		if err != nil {
+			b.mu.Unlock()
+			t.Fatalf("devbroker: producer for %s: %v", b.Addr, err)
+		}
+	}
+	cl := b.producer
+	b.mu.Unlock()
+
+	for _, r := range recs {
+		r.Topic = topic
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("devbroker: produce %d records to %q: %v", len(recs), topic, err)
+	}
+}
+
+// ConsumeN reads topic from its start, without a consumer group, until it has
+// n records, and returns the first n in the order fetched (offset order within
+// each partition). It fails the test, saying how many arrived, if fewer than n
+// came within timeout. Call it from the test's goroutine.
+func (b *TestBroker) ConsumeN(t testing.TB, topic string, n int, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(append(
+		[]kgo.Opt{kgo.SeedBrokers(b.seeds()...)},
+		append(ClientOpts(DefaultMaxMessageBytes),
+			kgo.ConsumeTopics(topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		)...)...)
+	if err != nil {
+		t.Fatalf("devbroker: consumer for %s: %v", b.Addr, err)
+	}
+	defer cl.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	recs := make([]*kgo.Record, 0, n)
+	var lastErr error
+	for len(recs) < n {
+		fs := cl.PollFetches(ctx)
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				lastErr = fmt.Errorf("%s[%d]: %w", topic, p, err)
+			}
+		})
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+		if ctx.Err() != nil && len(recs) < n {
+			msg := fmt.Sprintf("devbroker: ConsumeN(%q): got %d of %d records within %v", topic, len(recs), n, timeout)
+			if lastErr != nil {
+				msg += fmt.Sprintf(" (last fetch error: %v)", lastErr)
+			}
+			t.Fatal(msg)
+		}
+	}
+	return recs[:n]
+}
