@@ -1,0 +1,457 @@
+package kafka
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// This file is the consumer's bookkeeping, free of any broker: which records of each assigned
+// partition are buffered, handed out, acknowledged, and which offset may be committed. The input
+// (input_kafka.go) feeds it fetched records and rebalance events; tests drive it directly with a
+// commit recorder.
+//
+// Offsets of one partition are handed out in increasing order, but acks come back in any order
+// (the pipeline runs many records at once). The commit position of a partition is the offset of
+// its oldest record that is not yet acknowledged: every record below it is done, so a restart or
+// a new owner resumes there and loses nothing. Records between that position and the newest one
+// handed out form the partition's window; checkpoint_limit bounds it, which also bounds how many
+// records a crash can make us process twice.
+
+// topicPartition names one partition of one topic.
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// commitFunc commits, per topic and partition, the offset of the next record to read (Kafka's
+// convention: the last finished offset + 1) with the leader epoch of that last finished record.
+// The input wires it to kgo's CommitOffsetsSync; tests inject a recorder.
+type commitFunc func(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset) error
+
+// flight is one handed-out record of a partition's window.
+type flight struct {
+	offset int64
+	epoch  int32
+	acked  bool
+}
+
+// partitionState is one assignment of one partition. A revoked or lost state is never reused: if
+// the partition comes back, assign creates a new state, so an ack that still points at the old
+// one cannot touch the new assignment's marks.
+type partitionState struct {
+	tp      topicPartition
+	revoked bool // set once, under checkpointer.mu
+
+	buffered   []*kgo.Record // fetched, not yet handed out, ascending offsets
+	retry      []*delivery   // nacked records waiting to be handed out again (still in window)
+	window     []flight      // handed out, ascending offsets; window[0] is never acked (popped)
+	nextOffset int64         // lowest offset add still accepts (-1: any); drops refetched duplicates
+
+	mark      kgo.EpochOffset // commit position; Offset < 0 until a record is finished
+	committed int64           // last offset committed successfully (-1: none)
+	highWater int64           // high watermark from the latest fetch (-1: unknown)
+	paused    bool            // fetching should be paused: buffered + window reached the limit
+}
+
+// delivery is one hand-out of a record to the pipeline; its ack function points at it.
+type delivery struct {
+	p        *partitionState
+	rec      *kgo.Record
+	attempts int   // nacks so far, for the re-delivery back-off
+	out      bool  // with the pipeline: handed out and neither acked nor nacked yet
+	lag      int64 // records after this one in the partition when handed out (-1: unknown)
+}
+
+// partitionStats is a snapshot of one partition for metrics and readiness.
+type partitionStats struct {
+	tp       topicPartition
+	inFlight int   // window size: from the oldest unacknowledged to the newest handed-out record
+	lag      int64 // high watermark minus the commit position; -1 when unknown
+}
+
+// checkpointer tracks every assigned partition of one consumer session.
+//
+// Locking: mu guards all state, including each partition's revoked flag and marks; every method
+// holds it only for memory work. commitMu serialises commit round trips (periodic, revoke,
+// shutdown) and is always taken before mu, never while holding it. The round trip itself runs
+// outside mu so that acks never wait on the network (a commit can also wait for a group join).
+type checkpointer struct {
+	limit  int
+	commit commitFunc
+
+	commitMu sync.Mutex
+
+	mu          sync.Mutex
+	parts       map[topicPartition]*partitionState
+	order       []*partitionState // hand-out round robin over parts
+	rr          int
+	outstanding int  // deliveries with the pipeline
+	closed      bool // shutting down: nothing more is handed out
+
+	ready   chan struct{} // cap 1: next() may find something now
+	drained chan struct{} // cap 1: outstanding dropped to zero
+}
+
+func newCheckpointer(limit int, commit commitFunc) *checkpointer {
+	if limit < 1 {
+		limit = 1
+	}
+	return &checkpointer{
+		limit:   limit,
+		commit:  commit,
+		parts:   make(map[topicPartition]*partitionState),
+		ready:   make(chan struct{}, 1),
+		drained: make(chan struct{}, 1),
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// assign starts tracking newly assigned partitions. Partitions already tracked keep their state
+// (kgo reports the whole assignment on every rebalance with the cooperative balancer).
+func (c *checkpointer) assign(tps []topicPartition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tp := range tps {
+		if _, ok := c.parts[tp]; ok {
+			continue
+		}
+		p := &partitionState{
+			tp:         tp,
+			nextOffset: -1,
+			mark:       kgo.EpochOffset{Epoch: -1, Offset: -1},
+			committed:  -1,
+			highWater:  -1,
+		}
+		c.parts[tp] = p
+		c.order = append(c.order, p)
+	}
+}
+
+// forgetLocked marks p revoked and removes it from hand-out. Its buffered and retry records are
+// dropped: none is with the pipeline, and whoever owns the partition next re-reads them from the
+// committed offset. Caller holds mu.
+func (c *checkpointer) forgetLocked(p *partitionState) {
+	p.revoked = true
+	p.buffered = nil
+	p.retry = nil
+	delete(c.parts, p.tp)
+	for i, q := range c.order {
+		if q == p {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// revoke ends the given partitions and commits what is contiguous. It runs from kgo's
+// OnPartitionsRevoked (a rebalance takes them away, or the client leaves the group on Close).
+//
+// Walkthrough, for a partition P whose offsets 10..19 are handed out, 10..14 and 17 acked, the
+// others still in the pipeline:
+//
+//  1. Take commitMu. A periodic commit that read P's mark before this revoke finishes its round
+//     trip first, so its older offset can never reach the broker after the commit below and
+//     rewind P behind what the next owner starts from.
+//  2. Take mu, the one mutex that guards every revoked flag and every mark. From here to step 4
+//     no ack can run, for any partition.
+//  3. Set P.revoked, drop P's buffered and retry records, remove P from the hand-out rotation
+//     (next() cannot hand out P again) and read P's commit position: 15, because 15 is the
+//     oldest record not acked (17 being acked changes nothing).
+//  4. Release mu. A late ack for 15..19 takes mu, finds P.revoked and returns without touching
+//     any mark; the periodic commit only reads partitions still in the map, so P is in no later
+//     commit snapshot. If P is assigned to us again, assign builds a new state: the late ack
+//     points at the dead one.
+//  5. Commit {P: 15} synchronously, then release commitMu. The new owner re-reads 15..19
+//     (at-least-once: those may be processed twice, never lost).
+//
+// So a late ack can never commit a revoked partition: the flag and the mark it would move are
+// read and written under the same mutex, and the only commit carrying P after the revoke began
+// uses the position read in step 3.
+func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+
+	c.mu.Lock()
+	offsets := make(map[string]map[int32]kgo.EpochOffset)
+	for _, tp := range tps {
+		p, ok := c.parts[tp]
+		if !ok {
+			continue
+		}
+		c.forgetLocked(p)
+		if p.mark.Offset > p.committed {
+			addOffset(offsets, tp, p.mark)
+		}
+	}
+	c.mu.Unlock()
+
+	if len(offsets) == 0 {
+		return nil
+	}
+	return c.commit(ctx, offsets)
+}
+
+// lost forgets the given partitions without committing: the group session is gone (kgo's
+// OnPartitionsLost), another member may already own them, and a commit could only be rejected
+// or rewind the new owner. A commit in flight that read them earlier carries the old generation,
+// which the coordinator rejects; at worst it commits records that were really finished.
+func (c *checkpointer) lost(tps []topicPartition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tp := range tps {
+		if p, ok := c.parts[tp]; ok {
+			c.forgetLocked(p)
+		}
+	}
+}
+
+// add buffers fetched records of a partition. Records of a partition not assigned (or already
+// revoked) are dropped, as are offsets below what was already accepted (a re-fetch). It reports
+// whether the partition's desired pause state changed; the caller then calls pausedSet.
+func (c *checkpointer) add(tp topicPartition, highWater int64, recs []*kgo.Record) (pauseChanged bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.parts[tp]
+	if !ok || c.closed {
+		return false
+	}
+	if highWater >= 0 {
+		p.highWater = highWater
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Offset < p.nextOffset {
+			continue
+		}
+		p.buffered = append(p.buffered, r)
+		p.nextOffset = r.Offset + 1
+		n++
+	}
+	if n > 0 {
+		signal(c.ready)
+	}
+	if !p.paused && len(p.buffered)+len(p.window) >= c.limit {
+		p.paused = true
+		return true
+	}
+	return false
+}
+
+// next hands out one record, or nil if none can go now. Partitions take turns; a nacked record
+// waiting for re-delivery goes first (it is already in the window), then the oldest buffered
+// record if the partition's window is below the limit.
+func (c *checkpointer) next() *delivery {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil
+	}
+	for range len(c.order) {
+		c.rr = (c.rr + 1) % len(c.order)
+		p := c.order[c.rr]
+		if len(p.retry) > 0 {
+			d := p.retry[0]
+			p.retry = p.retry[1:]
+			d.out = true
+			d.lag = p.lagAfter(d.rec.Offset)
+			c.outstanding++
+			return d
+		}
+		if len(p.buffered) > 0 && len(p.window) < c.limit {
+			r := p.buffered[0]
+			p.buffered[0] = nil
+			p.buffered = p.buffered[1:]
+			p.window = append(p.window, flight{offset: r.Offset, epoch: r.LeaderEpoch})
+			c.outstanding++
+			return &delivery{p: p, rec: r, out: true, lag: p.lagAfter(r.Offset)}
+		}
+	}
+	return nil
+}
+
+// ack settles a delivery. With err == nil the record is finished and the partition's commit
+// position moves past every leading finished record. With an error (a nack) nothing is marked:
+// the record stays in the window, so no commit can pass it, and the caller re-delivers it after
+// a back-off (redeliver). A late ack, for a partition revoked or lost since, changes nothing.
+// Calling ack twice for one delivery is a no-op the second time. retryAttempt > 0 asks the
+// caller to re-deliver (it counts the nacks of this record so far, for the back-off).
+func (c *checkpointer) ack(d *delivery, err error) (retryAttempt int, pauseChanged bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !d.out {
+		return 0, false
+	}
+	d.out = false
+	c.outstanding--
+	if c.outstanding == 0 {
+		signal(c.drained)
+	}
+	p := d.p
+	if p.revoked || (c.closed && err != nil) {
+		return 0, false
+	}
+	if err != nil {
+		d.attempts++
+		return d.attempts, false
+	}
+	i := sort.Search(len(p.window), func(i int) bool { return p.window[i].offset >= d.rec.Offset })
+	if i == len(p.window) || p.window[i].offset != d.rec.Offset {
+		return 0, false // not in the window: cannot happen for a live delivery
+	}
+	p.window[i].acked = true
+	popped := 0
+	for popped < len(p.window) && p.window[popped].acked {
+		f := p.window[popped]
+		p.mark = kgo.EpochOffset{Epoch: f.epoch, Offset: f.offset + 1}
+		popped++
+	}
+	if popped > 0 {
+		p.window = append(p.window[:0], p.window[popped:]...)
+		if len(p.buffered) > 0 {
+			signal(c.ready)
+		}
+	}
+	if p.paused && len(p.buffered)+len(p.window) < c.limit {
+		p.paused = false
+		return 0, true
+	}
+	return 0, false
+}
+
+// redeliver queues a nacked delivery for hand-out again. It reports false if the partition was
+// revoked or lost meanwhile (its next owner re-reads the record) or the consumer is closing.
+func (c *checkpointer) redeliver(d *delivery) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d.p.revoked || c.closed {
+		return false
+	}
+	d.p.retry = append(d.p.retry, d)
+	signal(c.ready)
+	return true
+}
+
+// commitAll commits the position of every live partition that moved since its last commit. Used
+// on commit_period and at shutdown. See revoke for why the snapshot is taken under mu and the
+// round trip under commitMu.
+func (c *checkpointer) commitAll(ctx context.Context) error {
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
+
+	c.mu.Lock()
+	offsets := make(map[string]map[int32]kgo.EpochOffset)
+	var parts []*partitionState
+	for _, p := range c.order {
+		if p.mark.Offset > p.committed {
+			addOffset(offsets, p.tp, p.mark)
+			parts = append(parts, p)
+		}
+	}
+	c.mu.Unlock()
+
+	if len(parts) == 0 {
+		return nil
+	}
+	if err := c.commit(ctx, offsets); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	for _, p := range parts {
+		p.committed = max(p.committed, offsets[p.tp.topic][p.tp.partition].Offset)
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// stopHandingOut starts shutdown: next() returns nil from now on and buffered or retry records
+// are dropped (none is with the pipeline; the next consumer re-reads them from the commit).
+func (c *checkpointer) stopHandingOut() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for _, p := range c.order {
+		p.buffered = nil
+		p.retry = nil
+	}
+	signal(c.ready)
+}
+
+// waitDrained waits until no delivery is with the pipeline, or ctx is done.
+func (c *checkpointer) waitDrained(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		n := c.outstanding
+		c.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-c.drained:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// pausedSet returns the partitions whose fetching should be paused now.
+func (c *checkpointer) pausedSet() map[topicPartition]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[topicPartition]bool)
+	for _, p := range c.order {
+		if p.paused {
+			out[p.tp] = true
+		}
+	}
+	return out
+}
+
+// stats returns a snapshot per live partition.
+func (c *checkpointer) stats() []partitionStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]partitionStats, 0, len(c.order))
+	for _, p := range c.order {
+		pos := int64(-1)
+		switch {
+		case len(p.window) > 0:
+			pos = p.window[0].offset
+		case len(p.buffered) > 0:
+			pos = p.buffered[0].Offset
+		case p.mark.Offset >= 0:
+			pos = p.mark.Offset
+		}
+		lag := int64(-1)
+		if p.highWater >= 0 && pos >= 0 {
+			lag = max(0, p.highWater-pos)
+		}
+		out = append(out, partitionStats{tp: p.tp, inFlight: len(p.window), lag: lag})
+	}
+	return out
+}
+
+// lagAfter is how many records follow offset in the partition, per the latest high watermark.
+func (p *partitionState) lagAfter(offset int64) int64 {
+	if p.highWater < 0 {
+		return -1
+	}
+	return max(0, p.highWater-offset-1)
+}
+
+func addOffset(m map[string]map[int32]kgo.EpochOffset, tp topicPartition, eo kgo.EpochOffset) {
+	ps, ok := m[tp.topic]
+	if !ok {
+		ps = make(map[int32]kgo.EpochOffset)
+		m[tp.topic] = ps
+	}
+	ps[tp.partition] = eo
+}

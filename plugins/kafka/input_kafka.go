@@ -1,0 +1,453 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Input field names; where a field means the same as in Redpanda Connect's `redpanda` input it
+// has the same name.
+const (
+	inFieldTopics                 = "topics"
+	inFieldConsumerGroup          = "consumer_group"
+	inFieldStartOffset            = "start_offset"
+	inFieldCheckpointLimit        = "checkpoint_limit"
+	inFieldCommitPeriod           = "commit_period"
+	inFieldSessionTimeout         = "session_timeout"
+	inFieldRebalanceTimeout       = "rebalance_timeout"
+	inFieldHeartbeatInterval      = "heartbeat_interval"
+	inFieldInstanceID             = "instance_id"
+	inFieldFetchMaxBytes          = "fetch_max_bytes"
+	inFieldFetchMaxPartitionBytes = "fetch_max_partition_bytes"
+	inFieldFetchMaxWait           = "fetch_max_wait"
+	inFieldShutdownTimeout        = "shutdown_timeout"
+)
+
+const (
+	// commitTimeout bounds one offset commit round trip (periodic, revoke or shutdown).
+	commitTimeout = 10 * time.Second
+	// pingTimeout bounds Connect's first request, which surfaces bad credentials and TLS errors.
+	pingTimeout = 15 * time.Second
+	// minBrokerReadBytes is the largest response the client accepts at the defaults: one record
+	// batch larger than the fetch limits is still returned whole (Kafka KIP-74), so this, not the
+	// fetch limits, is the largest record that can be read. 256 MiB covers 100 MB records.
+	minBrokerReadBytes = 256 << 20
+	// nackBackoffBase and nackBackoffMax shape the re-delivery back-off of a nacked record.
+	nackBackoffBase = 500 * time.Millisecond
+	nackBackoffMax  = 30 * time.Second
+)
+
+func kafkaInputSpec() *service.ConfigSpec {
+	return service.NewConfigSpec().
+		Stable().
+		Categories("Services").
+		Summary("Consumes Kafka topics in a consumer group with franz-go, committing each partition's offset only once every record below it is acknowledged.").
+		Description(`
+Each record becomes one message. Acknowledgements may come back in any order; per partition the
+input commits only the highest offset below which every record is acknowledged (the oldest record
+still in the pipeline), every `+"`commit_period`"+`, on a partition revoke and on shutdown. A restart
+or a new group member therefore resumes at the first unfinished record: nothing is lost, and at most
+`+"`checkpoint_limit`"+` records per partition are processed twice after a crash.
+
+- **Back-pressure**: per partition, at most `+"`checkpoint_limit`"+` records lie between the oldest
+  unacknowledged one and the newest handed out; fetching of that partition pauses at the limit.
+- **Rebalances**: on a revoke the partition's buffered records are dropped, what is contiguous is
+  committed, and a late acknowledgement can never commit it again (the new owner re-reads the rest).
+  Lost partitions (session expired) are forgotten without a commit.
+- **Nacks**: a message that the pipeline rejects is delivered again with back-off (0.5s doubling to
+  30s); it is never skipped and no commit passes it.
+- **Shutdown**: stop fetching, wait up to `+"`shutdown_timeout`"+` for in-flight messages, commit, leave the
+  group (a static member, with `+"`instance_id`"+`, keeps its partitions until its session times out).
+- **Errors**: wrong credentials, authorization and TLS handshake failures reconnect only after
+  `+"`auth_error_backoff`"+` (doubling up to 5 minutes); other broker errors are retried by the client.
+
+### Metadata
+
+Each message carries: `+"`kafka_key`"+`, `+"`kafka_topic`"+`, `+"`kafka_partition`"+`, `+"`kafka_offset`"+`,
+`+"`kafka_timestamp_unix`"+` (seconds), `+"`kafka_timestamp_ms`"+`, `+"`kafka_timestamp`"+` (RFC 3339 with
+nanoseconds), `+"`kafka_lag`"+` (records after this one in the partition when it was handed out: high
+watermark minus offset minus one) and every record header as a metadata key with its value. The
+`+"`kafka_`"+` keys are set after the headers, so a header cannot spoof them.
+
+### Metrics
+
+Gauges `+"`kafka_consumer_lag`"+` (high watermark minus the commit position) and `+"`kafka_in_flight`"+`
+(the checkpoint window), labelled `+"`topic`"+` and `+"`partition`"+`; counters `+"`kafka_commits_total`"+`,
+`+"`kafka_commit_errors_total`"+` and `+"`kafka_rebalances_total`"+`.
+
+### Record size
+
+A seed-sized request is about 1 MB on the wire (20,000 rows, gzip and base64) and a 500,000-row one
+about 25 MB. The fetch limits bound memory, not record size: a record larger than them is still
+returned whole (Kafka KIP-74). The client accepts responses up to 256 MiB (or fetch_max_bytes plus
+16 MiB if larger), which is the largest record it can read; the topic's `+"`max.message.bytes`"+` must
+allow the records in the first place.`).
+		Fields(
+			service.NewStringListField(inFieldTopics).
+				Description("Topics to consume. Each entry may hold several comma-separated names.").
+				Example([]string{"Scenario-Execute"}).
+				Example([]string{"${INPUT_KAFKA_TOPIC}"}),
+			service.NewStringField(inFieldConsumerGroup).
+				Description("The consumer group. Instances with the same group share the topics' partitions; offsets are committed for it.").
+				Example("${KAFKA_GROUP_ID}"),
+			service.NewStringEnumField(inFieldStartOffset, "earliest", "latest").
+				Description("Where a group with no committed offset starts (also where it resumes if its committed offset no longer exists): `earliest` reads everything retained, `latest` only new records.").
+				Default("earliest"),
+			service.NewIntField(inFieldCheckpointLimit).
+				Description("Per partition, the most records between the oldest one not yet acknowledged and the newest one handed out. Fetching of the partition pauses at the limit. Set it above the pipeline's thread count so that many records of one partition run at once; it also bounds the records processed twice after a crash.").
+				Default(1024).
+				LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`),
+			service.NewDurationField(inFieldCommitPeriod).
+				Description("How often acknowledged offsets are committed. Revokes and shutdown also commit.").
+				Default("1s"),
+			service.NewDurationField(inFieldSessionTimeout).
+				Description("How long the group coordinator waits without a heartbeat before it considers this member dead and reassigns its partitions. Must lie within the broker's group.min/max.session.timeout.ms.").
+				Default("45s").
+				Advanced(),
+			service.NewDurationField(inFieldRebalanceTimeout).
+				Description("How long the coordinator waits for every member to rejoin during a rebalance, which includes committing in the revoke.").
+				Default("60s").
+				Advanced(),
+			service.NewDurationField(inFieldHeartbeatInterval).
+				Description("How often the member heartbeats; also how soon it notices a rebalance. Keep it well below `session_timeout`.").
+				Default("3s").
+				Advanced(),
+			service.NewStringField(inFieldInstanceID).
+				Description("Static membership (KIP-345): a stable ID per instance (for example the pod name). A restart within `session_timeout` gets its partitions back without a rebalance; on shutdown the member does not leave the group. Empty: dynamic membership.").
+				Default("").
+				Advanced(),
+			service.NewStringField(inFieldFetchMaxBytes).
+				Description("Most bytes one fetch response from one broker may hold (`B`, `KiB`, `MiB`, `KB`, `MB`). The client fetches from every broker at once, so buffered memory can reach brokers times this.").
+				Default("64MiB").
+				Advanced(),
+			service.NewStringField(inFieldFetchMaxPartitionBytes).
+				Description("Most bytes of one partition in one fetch response. A single larger record is still returned.").
+				Default("32MiB").
+				Advanced(),
+			service.NewDurationField(inFieldFetchMaxWait).
+				Description("How long a broker may hold a fetch waiting for new records. Lower values resume paused partitions sooner.").
+				Default("1s").
+				Advanced(),
+			service.NewDurationField(inFieldShutdownTimeout).
+				Description("On shutdown, how long to wait for messages still in the pipeline before the final commit.").
+				Default("10s").
+				Advanced(),
+		).
+		Fields(connectionFields()...).
+		Example("Weekly rollup requests", "Consume the request topic in the service's group.", `
+input:
+  kafka:
+    seed_brokers: [ "${KAFKA_BOOTSTRAP_SERVERS:localhost:9092}" ]
+    topics: [ "${INPUT_KAFKA_TOPIC:Scenario-Execute}" ]
+    consumer_group: "${KAFKA_GROUP_ID:weekly-aggregator}"
+    checkpoint_limit: 64
+`)
+}
+
+func init() {
+	service.MustRegisterInput("kafka", kafkaInputSpec(),
+		func(conf *service.ParsedConfig, mgr *service.Resources) (service.Input, error) {
+			return newKafkaInputFromParsedConf(conf, mgr)
+		})
+}
+
+// kafkaInput is the `kafka` input. Each successful Connect starts a session (session.go: one
+// client, its poll and commit loops, and a fresh checkpointer); a session that fails fatally makes
+// Read return ErrNotConnected, and Benthos calls Connect again, which replaces it.
+type kafkaInput struct {
+	log     *service.Logger
+	metrics inputMetrics
+	backoff *fatalBackoff
+
+	connOpts         []kgo.Opt
+	topics           []string
+	group            string
+	instanceID       string
+	startOffset      kgo.Offset
+	limit            int
+	commitPeriod     time.Duration
+	sessionTimeout   time.Duration
+	rebalanceTimeout time.Duration
+	heartbeat        time.Duration
+	fetchMaxWait     time.Duration
+	shutdownTimeout  time.Duration
+	fetchMaxBytes    int32
+	fetchMaxPartB    int32
+
+	lastCommit atomic.Int64 // unix nanoseconds of the last successful commit, any session
+
+	mu     sync.Mutex
+	sess   *session
+	closed bool
+}
+
+type inputMetrics struct {
+	lag, inFlight                     *service.MetricGauge
+	commits, commitErrors, rebalances *service.MetricCounter
+}
+
+func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resources) (*kafkaInput, error) {
+	i := &kafkaInput{log: mgr.Logger()}
+	var err error
+	if i.connOpts, err = connectionOptsFromConfig(conf, mgr.Logger()); err != nil {
+		return nil, err
+	}
+	if i.backoff, err = fatalBackoffFromConfig(conf); err != nil {
+		return nil, err
+	}
+	rawTopics, err := conf.FieldStringList(inFieldTopics)
+	if err != nil {
+		return nil, err
+	}
+	for _, entry := range rawTopics {
+		for _, t := range strings.Split(entry, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				i.topics = append(i.topics, t)
+			}
+		}
+	}
+	if len(i.topics) == 0 {
+		return nil, fmt.Errorf("field %q: no topic given", inFieldTopics)
+	}
+	if i.group, err = conf.FieldString(inFieldConsumerGroup); err != nil {
+		return nil, err
+	}
+	if i.group == "" {
+		return nil, fmt.Errorf("field %q: a consumer group is required", inFieldConsumerGroup)
+	}
+	start, err := conf.FieldString(inFieldStartOffset)
+	if err != nil {
+		return nil, err
+	}
+	i.startOffset = kgo.NewOffset().AtStart()
+	if start == "latest" {
+		i.startOffset = kgo.NewOffset().AtEnd()
+	}
+	if i.limit, err = conf.FieldInt(inFieldCheckpointLimit); err != nil {
+		return nil, err
+	}
+	if i.limit < 1 {
+		return nil, fmt.Errorf("field %q: must be at least 1, got %d", inFieldCheckpointLimit, i.limit)
+	}
+	if i.instanceID, err = conf.FieldString(inFieldInstanceID); err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		name string
+		to   *time.Duration
+	}{
+		{inFieldCommitPeriod, &i.commitPeriod},
+		{inFieldSessionTimeout, &i.sessionTimeout},
+		{inFieldRebalanceTimeout, &i.rebalanceTimeout},
+		{inFieldHeartbeatInterval, &i.heartbeat},
+		{inFieldFetchMaxWait, &i.fetchMaxWait},
+		{inFieldShutdownTimeout, &i.shutdownTimeout},
+	} {
+		if *d.to, err = conf.FieldDuration(d.name); err != nil {
+			return nil, err
+		}
+		if *d.to <= 0 {
+			return nil, fmt.Errorf("field %q: must be positive", d.name)
+		}
+	}
+	for _, b := range []struct {
+		name string
+		to   *int32
+	}{
+		{inFieldFetchMaxBytes, &i.fetchMaxBytes},
+		{inFieldFetchMaxPartitionBytes, &i.fetchMaxPartB},
+	} {
+		s, err := conf.FieldString(b.name)
+		if err != nil {
+			return nil, err
+		}
+		if *b.to, err = parseByteSize(s); err != nil {
+			return nil, fmt.Errorf("field %q: %w", b.name, err)
+		}
+	}
+	m := mgr.Metrics()
+	i.metrics = inputMetrics{
+		lag:          m.NewGauge("kafka_consumer_lag", "topic", "partition"),
+		inFlight:     m.NewGauge("kafka_in_flight", "topic", "partition"),
+		commits:      m.NewCounter("kafka_commits_total"),
+		commitErrors: m.NewCounter("kafka_commit_errors_total"),
+		rebalances:   m.NewCounter("kafka_rebalances_total"),
+	}
+	return i, nil
+}
+
+// clientOpts returns every client option of a session; the callbacks come from the session.
+func (i *kafkaInput) clientOpts(s *session) []kgo.Opt {
+	opts := append(slices.Clone(i.connOpts),
+		kgo.ConsumerGroup(i.group),
+		kgo.ConsumeTopics(i.topics...),
+		kgo.ConsumeResetOffset(i.startOffset),
+		// We commit explicit offsets from the checkpointer, never what kgo has polled.
+		kgo.DisableAutoCommit(),
+		// Rebalance callbacks cannot run between a poll returning and the records reaching the
+		// checkpointer (we AllowRebalance right after), so a revoke always sees them and drops
+		// them, and records of an old assignment can never enter the state of a new one.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+		kgo.SessionTimeout(i.sessionTimeout),
+		kgo.RebalanceTimeout(i.rebalanceTimeout),
+		kgo.HeartbeatInterval(i.heartbeat),
+		kgo.FetchMaxBytes(i.fetchMaxBytes),
+		kgo.FetchMaxPartitionBytes(i.fetchMaxPartB),
+		kgo.FetchMaxWait(i.fetchMaxWait),
+		kgo.BrokerMaxReadBytes(int32(min(max(minBrokerReadBytes, int64(i.fetchMaxBytes)+16<<20), 1<<30))),
+	)
+	if i.instanceID != "" {
+		opts = append(opts, kgo.InstanceID(i.instanceID))
+	}
+	return opts
+}
+
+// Connect starts a session. After a fatal error (credentials, authorization, TLS) it first
+// waits out the long back-off, so a misconfigured service retries slowly.
+func (i *kafkaInput) Connect(ctx context.Context) error {
+	i.mu.Lock()
+	old, closed := i.sess, i.closed
+	i.sess = nil
+	i.mu.Unlock()
+	if closed {
+		return service.ErrEndOfInput
+	}
+	registerInput(i)
+	if old != nil {
+		// The old session failed; its records in flight are re-read by whoever owns their
+		// partitions next, so there is nothing to wait for.
+		old.shutdown(ctx, false)
+	}
+	if err := i.backoff.wait(ctx); err != nil {
+		return err
+	}
+	s, err := startSession(ctx, i)
+	if err != nil {
+		if isFatalClientErr(err) {
+			d := i.backoff.failed()
+			return fmt.Errorf("kafka input: %w (non-retryable; next attempt in %v)", err, d)
+		}
+		return fmt.Errorf("kafka input: %w", err)
+	}
+	i.backoff.reset()
+	i.mu.Lock()
+	if i.closed {
+		i.mu.Unlock()
+		s.shutdown(ctx, false)
+		return service.ErrEndOfInput
+	}
+	i.sess = s
+	i.mu.Unlock()
+	return nil
+}
+
+// Read returns the next record as a message whose AckFunc settles it in the checkpointer.
+func (i *kafkaInput) Read(ctx context.Context) (*service.Message, service.AckFunc, error) {
+	i.mu.Lock()
+	s := i.sess
+	i.mu.Unlock()
+	if s == nil {
+		return nil, nil, service.ErrNotConnected
+	}
+	for {
+		select {
+		case <-s.dead: // a failed session hands out nothing more: its commits cannot succeed
+			return nil, nil, service.ErrNotConnected
+		default:
+		}
+		if d := s.cp.next(); d != nil {
+			return newRecordMessage(d), s.ackFunc(d), nil
+		}
+		select {
+		case <-s.cp.ready:
+		case <-s.dead:
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// Close shuts the current session down: stop fetching, wait for in-flight messages (bounded by
+// shutdown_timeout), commit, leave the group.
+func (i *kafkaInput) Close(ctx context.Context) error {
+	i.mu.Lock()
+	s := i.sess
+	i.sess = nil
+	i.closed = true
+	i.mu.Unlock()
+	defer unregisterInput(i)
+	if s != nil {
+		s.shutdown(ctx, true)
+	}
+	return nil
+}
+
+// newRecordMessage builds the message of one delivery. Headers go first so that the kafka_ keys,
+// set after them, cannot be spoofed by a header of the same name.
+func newRecordMessage(d *delivery) *service.Message {
+	r := d.rec
+	msg := service.NewMessage(r.Value)
+	for _, h := range r.Headers {
+		msg.MetaSetMut(h.Key, string(h.Value))
+	}
+	msg.MetaSetMut("kafka_key", string(r.Key))
+	msg.MetaSetMut("kafka_topic", r.Topic)
+	msg.MetaSetMut("kafka_partition", int64(r.Partition))
+	msg.MetaSetMut("kafka_offset", r.Offset)
+	msg.MetaSetMut("kafka_timestamp_unix", r.Timestamp.Unix())
+	msg.MetaSetMut("kafka_timestamp_ms", r.Timestamp.UnixMilli())
+	msg.MetaSetMut("kafka_timestamp", r.Timestamp.UTC().Format(time.RFC3339Nano))
+	msg.MetaSetMut("kafka_lag", max(d.lag, 0))
+	return msg
+}
+
+// nackBackoff is the wait before the attempt-th re-delivery of a nacked record.
+func nackBackoff(attempt int) time.Duration {
+	d := nackBackoffBase
+	for n := 1; n < attempt && d < nackBackoffMax; n++ {
+		d *= 2
+	}
+	return min(d, nackBackoffMax)
+}
+
+// parseByteSize reads "64MiB", "1MB", "512KiB", "1048576" or "100B".
+func parseByteSize(s string) (int32, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
+	}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a byte size: %w", err)
+	}
+	v := n * mult
+	if v < 1 || v > 1<<30 {
+		return 0, errors.New("byte size must be between 1B and 1GiB")
+	}
+	return int32(v), nil
+}

@@ -1,0 +1,511 @@
+package kafka
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+func TestInputSpecDefaultsAndValidation(t *testing.T) {
+	conf, err := kafkaInputSpec().ParseYAML(`
+seed_brokers: [ "127.0.0.1:1" ]
+topics: [ "a, b", c ]
+consumer_group: g
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := newKafkaInputFromParsedConf(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(in.topics, ",") != "a,b,c" || in.limit != 1024 || in.commitPeriod != time.Second ||
+		in.shutdownTimeout != 10*time.Second || in.fetchMaxBytes != 64<<20 || in.fetchMaxPartB != 32<<20 {
+		t.Fatalf("defaults: %+v", in)
+	}
+	if err := in.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: "" }`,
+		`{ seed_brokers: [ x ], topics: [ " " ], consumer_group: g }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, checkpoint_limit: 0 }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, fetch_max_bytes: 12XB }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, commit_period: 0s }`,
+	} {
+		conf, err := kafkaInputSpec().ParseYAML(bad, nil)
+		if err != nil {
+			continue
+		}
+		if _, err := newKafkaInputFromParsedConf(conf, service.MockResources()); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	// The spec's example and its lint rule, through the same linter `rollup lint` uses.
+	env := service.NewEnvironment()
+	if err := env.NewStreamBuilder().AddInputYAML(`
+kafka:
+  seed_brokers: [ "${KAFKA_BOOTSTRAP_SERVERS:localhost:9092}" ]
+  topics: [ "${INPUT_KAFKA_TOPIC:Scenario-Execute}" ]
+  consumer_group: "${KAFKA_GROUP_ID:weekly-aggregator}"
+  checkpoint_limit: 64
+`); err != nil {
+		t.Errorf("example config: %v", err)
+	}
+	if err := env.NewStreamBuilder().AddInputYAML(`
+kafka: { seed_brokers: [ x ], topics: [ t ], consumer_group: g, checkpoint_limit: 0 }
+`); err == nil || !strings.Contains(err.Error(), "checkpoint_limit must be at least 1") {
+		t.Errorf("lint of checkpoint_limit 0: %v", err)
+	}
+	for s, want := range map[string]int32{"1MiB": 1 << 20, "25MB": 25e6, "512": 512, "64 KiB": 64 << 10} {
+		if got, err := parseByteSize(s); err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", s, got, err, want)
+		}
+	}
+}
+
+// TestInputConsumesAllAndCommits: N records through a stream; every offset is seen once, the
+// committed offsets reach the end of each partition, metadata and metrics are filled in, and
+// Close leaves the status registry.
+func TestInputConsumesAllAndCommits(t *testing.T) {
+	const n = 300
+	brokers := testBrokers(t)
+	adm := adminClient(t, brokers)
+	topic := createTopic(t, adm, 3)
+	group := uniqueName(t, "group")
+	produce(t, brokers, topic, 0, n)
+
+	tr := newTracker()
+	var metaMu sync.Mutex
+	meta := map[string]any{}
+	var body string
+	metrics := &testMetrics{}
+	st := runStream(t, streamOpts{
+		input:   inputConf(brokers, topic, group, 64),
+		metrics: metrics,
+		consume: func(_ context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			tr.see(id)
+			if id.partition == 0 && id.offset == 0 {
+				metaMu.Lock()
+				_ = msg.MetaWalkMut(func(k string, v any) error { meta[k] = v; return nil })
+				b, _ := msg.AsBytes()
+				body = string(b)
+				metaMu.Unlock()
+			}
+			tr.ack(id)
+			return nil
+		},
+	})
+
+	var committed, end map[int32]int64
+	waitFor(t, "all records committed", func() bool {
+		if u, _, _ := tr.counts(); u < n {
+			return false
+		}
+		var err error
+		committed, end, err = committedAndEnd(adm, group, topic)
+		return err == nil && allCommitted(committed, end)
+	})
+	status, count := groupStatus(group)
+	if count != 1 || !status.Connected || status.LastCommit.IsZero() || status.Partitions != 3 || status.Lag != 0 {
+		t.Errorf("status while running: %+v (%d inputs)", status, count)
+	}
+	if err := st.StopWithin(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, count := groupStatus(group); count != 0 {
+		t.Error("input still registered after Close")
+	}
+
+	unique, deliveries, _ := tr.counts()
+	var total int64
+	for _, e := range end {
+		total += e
+	}
+	if total != n || unique != n || deliveries != n || tr.lostAgainst(end) != 0 {
+		t.Fatalf("records %d, end offsets sum %d, unique %d, deliveries %d", n, total, unique, deliveries)
+	}
+	metaMu.Lock()
+	defer metaMu.Unlock()
+	key, _ := meta["kafka_key"].(string)
+	if !strings.HasPrefix(key, "k-") || body != "v-"+strings.TrimPrefix(key, "k-") || meta["trace"] != "t-"+strings.TrimPrefix(key, "k-") {
+		t.Errorf("key %q, body %q, header %v", key, body, meta["trace"])
+	}
+	if meta["kafka_topic"] != topic || meta["kafka_partition"] != int64(0) || meta["kafka_offset"] != int64(0) {
+		t.Errorf("topic/partition/offset metadata: %v %v %v", meta["kafka_topic"], meta["kafka_partition"], meta["kafka_offset"])
+	}
+	ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(meta["kafka_timestamp"]))
+	if err != nil || ts.Unix() != meta["kafka_timestamp_unix"] || time.Since(ts) > time.Hour {
+		t.Errorf("timestamps %v / %v: %v", meta["kafka_timestamp"], meta["kafka_timestamp_unix"], err)
+	}
+	if lag, ok := meta["kafka_lag"].(int64); !ok || lag < 0 || lag >= end[0] {
+		t.Errorf("kafka_lag %v with %d records in partition 0", meta["kafka_lag"], end[0])
+	}
+	if v, _ := metrics.get("kafka_commits_total"); v < 1 {
+		t.Errorf("kafka_commits_total = %d", v)
+	}
+	if v, _ := metrics.get("kafka_rebalances_total"); v < 1 {
+		t.Errorf("kafka_rebalances_total = %d", v)
+	}
+	for p := range end {
+		if _, ok := metrics.get("kafka_consumer_lag", "topic="+topic, "partition="+partitionLabel(p)); !ok {
+			t.Errorf("no kafka_consumer_lag series for partition %d", p)
+		}
+	}
+	t.Logf("records %d, lost 0, duplicates %d", n, deliveries-unique)
+}
+
+// TestInputOutOfOrderAcksAndNacks: four pipeline threads with random delays ack out of order,
+// and some deliveries are rejected. While it runs, every committed offset the broker reports is
+// checked against the acknowledged set; at the end everything is committed and every rejected
+// record was delivered again.
+func TestInputOutOfOrderAcksAndNacks(t *testing.T) {
+	const n = 400
+	brokers := testBrokers(t)
+	adm := adminClient(t, brokers)
+	topic := createTopic(t, adm, 2)
+	group := uniqueName(t, "group")
+	produce(t, brokers, topic, 0, n)
+
+	tr := newTracker()
+	var rngMu sync.Mutex
+	rng := rand.New(rand.NewSource(7))
+	var nacked sync.Map
+	st := runStream(t, streamOpts{
+		input:   inputConf(brokers, topic, group, 16),
+		threads: 4,
+		stage: func(context.Context, *service.Message) error {
+			rngMu.Lock()
+			d := time.Duration(rng.Intn(3000)) * time.Microsecond
+			rngMu.Unlock()
+			time.Sleep(d) // shuffles completion order across the threads
+			return nil
+		},
+		consume: func(_ context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			if tr.see(id) == 1 {
+				rngMu.Lock()
+				reject := rng.Intn(25) == 0
+				rngMu.Unlock()
+				if reject {
+					nacked.Store(id, true)
+					return errors.New("simulated delivery failure")
+				}
+			}
+			tr.ack(id)
+			return nil
+		},
+	})
+
+	var checks atomic.Int64
+	var violation atomic.Value
+	stopCheck := make(chan struct{})
+	checkDone := make(chan struct{})
+	go func() {
+		defer close(checkDone)
+		for {
+			select {
+			case <-stopCheck:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			committed, _, err := committedAndEnd(adm, group, topic)
+			if err != nil {
+				continue // transient; the next round checks again
+			}
+			if err := tr.checkCommitted(committed); err != nil {
+				violation.Store(err)
+			}
+			checks.Add(1)
+		}
+	}()
+	waitFor(t, "all records acknowledged and committed", func() bool {
+		if _, _, acked := tr.counts(); acked < n {
+			return false
+		}
+		committed, end, err := committedAndEnd(adm, group, topic)
+		return err == nil && allCommitted(committed, end)
+	})
+	close(stopCheck)
+	<-checkDone
+	if err := st.StopWithin(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if v := violation.Load(); v != nil {
+		t.Fatal(v)
+	}
+	inversions := 0
+	for _, order := range tr.ackOrder {
+		for i := 1; i < len(order); i++ {
+			if order[i] < order[i-1] {
+				inversions++
+			}
+		}
+	}
+	if inversions == 0 {
+		t.Fatal("acks arrived in offset order; the test did not exercise out-of-order acks")
+	}
+	nacks := 0
+	nacked.Range(func(k, _ any) bool {
+		nacks++
+		tr.mu.Lock()
+		again := tr.seen[k.(po)]
+		tr.mu.Unlock()
+		if again < 2 {
+			t.Errorf("rejected record %v was not delivered again", k)
+		}
+		return true
+	})
+	if nacks == 0 {
+		t.Fatal("no delivery was rejected; the test did not exercise nacks")
+	}
+	unique, deliveries, _ := tr.counts()
+	t.Logf("records %d, lost %d, out-of-order acks %d, nacks %d, deliveries %d, commit checks %d",
+		n, n-unique, inversions, nacks, deliveries, checks.Load())
+}
+
+// TestInputHardStopThenRestart: a consumer acks K records, then holds the next ones without
+// acking until the pipeline is stopped hard. Nothing past K is committed; a restarted consumer
+// in the same group sees every offset, and duplicates stay within checkpoint_limit.
+func TestInputHardStopThenRestart(t *testing.T) {
+	const n, k, limit = 200, 50, 8
+	brokers := testBrokers(t)
+	adm := adminClient(t, brokers)
+	topic := createTopic(t, adm, 1)
+	group := uniqueName(t, "group")
+	produce(t, brokers, topic, 0, n)
+	conf := inputConf(brokers, topic, group, limit)
+
+	tr := newTracker()
+	var crashed atomic.Bool
+	release := make(chan struct{})
+	held := func(id po) bool { return id.offset >= k && !crashed.Load() }
+	first := runStream(t, streamOpts{
+		input:   conf,
+		threads: 2 * limit, // room for the whole window to be in the pipeline at once
+		stage: func(ctx context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			tr.see(id)
+			if held(id) {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return errors.New("crashed before finishing")
+			}
+			return nil
+		},
+		consume: func(_ context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			if id.offset >= k || msg.GetError() != nil {
+				return errors.New("crashed before delivering")
+			}
+			tr.ack(id)
+			return nil
+		},
+	})
+	waitFor(t, "K acked and committed with the window full", func() bool {
+		unique, _, acked := tr.counts()
+		committed, _, err := committedAndEnd(adm, group, topic)
+		return err == nil && acked == k && unique == k+limit && committed[0] == k
+	})
+	status, _ := groupStatus(group)
+	if status.InFlight != limit {
+		t.Errorf("in flight %d at the limit, want %d", status.InFlight, limit)
+	}
+	// Hard stop: the held records are never acknowledged.
+	crashed.Store(true)
+	_ = first.StopWithin(3 * time.Second)
+	close(release)
+	waitFor(t, "the first consumer to close", func() bool { _, c := groupStatus(group); return c == 0 })
+	committed, _, err := committedAndEnd(adm, group, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if committed[0] != k {
+		t.Fatalf("after the hard stop committed %d, want %d (nothing past the unacked window)", committed[0], k)
+	}
+	if unique, _, _ := tr.counts(); unique > k+limit {
+		t.Fatalf("first consumer saw %d records with a window of %d after %d", unique, limit, k)
+	}
+
+	second := runStream(t, streamOpts{
+		input: conf,
+		stage: func(_ context.Context, msg *service.Message) error { tr.see(recordID(msg)); return nil },
+		consume: func(_ context.Context, msg *service.Message) error {
+			tr.ack(recordID(msg))
+			return nil
+		},
+	})
+	var end map[int32]int64
+	waitFor(t, "restart to commit everything", func() bool {
+		committed, end, err = committedAndEnd(adm, group, topic)
+		return err == nil && allCommitted(committed, end)
+	})
+	if err := second.StopWithin(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	unique, deliveries, _ := tr.counts()
+	lost, dups := tr.lostAgainst(end), deliveries-unique
+	if lost != 0 || unique != n {
+		t.Fatalf("lost %d, unique %d of %d", lost, unique, n)
+	}
+	if dups < 1 || dups > limit {
+		t.Fatalf("duplicates %d, want 1..%d (the unacked window)", dups, limit)
+	}
+	t.Logf("records %d, lost %d, duplicates %d (checkpoint_limit %d)", n, lost, dups, limit)
+}
+
+// TestInputRebalanceLosesNothing: two inputs in one group while records keep arriving; one
+// joins, the first leaves, a third joins. Every offset is seen, everything ends up committed.
+func TestInputRebalanceLosesNothing(t *testing.T) {
+	const n, batches, partitions = 2000, 20, 4
+	brokers := testBrokers(t)
+	adm := adminClient(t, brokers)
+	topic := createTopic(t, adm, partitions)
+	group := uniqueName(t, "group")
+	conf := inputConf(brokers, topic, group, 32)
+
+	tr := newTracker()
+	var perConsumer [3]atomic.Int64
+	consumer := func(i int) streamOpts {
+		return streamOpts{input: conf, consume: func(_ context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			tr.see(id)
+			tr.ack(id)
+			perConsumer[i].Add(1)
+			return nil
+		}}
+	}
+	// Records keep arriving through every membership change: the producer waits for B to start
+	// after the first third and for C after the second.
+	produced := make(chan struct{})
+	bStarted, cStarted := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(produced)
+		for b := range batches {
+			switch b {
+			case batches / 3:
+				<-bStarted
+			case 2 * batches / 3:
+				<-cStarted
+			}
+			produce(t, brokers, topic, b*n/batches, (b+1)*n/batches)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	ackedAtLeast := func(m int) func() bool {
+		return func() bool { _, _, acked := tr.counts(); return acked >= m }
+	}
+
+	a := runStream(t, consumer(0))
+	waitFor(t, "first consumer progress", ackedAtLeast(n/5))
+	b := runStream(t, consumer(1))
+	close(bStarted)
+	waitFor(t, "second consumer to get records", func() bool { return perConsumer[1].Load() > 0 })
+	if err := a.StopWithin(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c := runStream(t, consumer(2))
+	close(cStarted)
+	<-produced
+	var end map[int32]int64
+	waitFor(t, "everything committed", func() bool {
+		if u, _, _ := tr.counts(); u < n {
+			return false
+		}
+		committed, e, err := committedAndEnd(adm, group, topic)
+		end = e
+		return err == nil && allCommitted(committed, e)
+	})
+	for _, st := range []*service.Stream{b, c} {
+		if err := st.StopWithin(20 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unique, deliveries, _ := tr.counts()
+	if lost := tr.lostAgainst(end); lost != 0 || unique != n {
+		t.Fatalf("lost %d, unique %d of %d", lost, unique, n)
+	}
+	t.Logf("records %d, lost 0, duplicates %d, per consumer %d/%d/%d",
+		n, deliveries-unique, perConsumer[0].Load(), perConsumer[1].Load(), perConsumer[2].Load())
+}
+
+// TestInputLargeRecordBeyondFetchLimits: a 30 MB record (a 500,000-row request is about 26 MB
+// gzip+base64) is consumed intact even with 1 MiB fetch limits, because brokers return a
+// batch larger than the limits whole (KIP-74) and the client accepts responses up to 256 MiB.
+func TestInputLargeRecordBeyondFetchLimits(t *testing.T) {
+	const size = 30_000_000
+	brokers := testBrokers(t)
+	adm := adminClient(t, brokers)
+	topic := uniqueName(t, "topic")
+	maxMsg := "41943040" // 40 MiB: the topic must accept the record in the first place
+	resp, err := adm.CreateTopic(context.Background(), 1, 1, map[string]*string{"max.message.bytes": &maxMsg}, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, size)
+	rand.New(rand.NewSource(1)).Read(big) // incompressible
+	cl, err := kgo.NewClient(kgo.SeedBrokers(strings.Split(brokers, ",")...), kgo.DefaultProduceTopic(topic),
+		kgo.ProducerBatchMaxBytes(40<<20), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: big}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(context.Background(), &kgo.Record{Value: []byte("small")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Close()
+
+	group := uniqueName(t, "group")
+	var mu sync.Mutex
+	var sizes []int
+	var intact bool
+	st := runStream(t, streamOpts{
+		input: inputConf(brokers, topic, group, 4) + `
+  fetch_max_bytes: 1MiB
+  fetch_max_partition_bytes: 1MiB
+`,
+		consume: func(_ context.Context, msg *service.Message) error {
+			b, err := msg.AsBytes()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			sizes = append(sizes, len(b))
+			if len(b) == size {
+				intact = bytes.Equal(b, big)
+			}
+			mu.Unlock()
+			return nil
+		},
+	})
+	waitFor(t, "both records committed", func() bool {
+		committed, end, err := committedAndEnd(adm, group, topic)
+		return err == nil && allCommitted(committed, end) && end[0] == 2
+	})
+	if err := st.StopWithin(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sizes) != 2 || sizes[0] != size || !intact || sizes[1] != 5 {
+		t.Fatalf("received sizes %v, intact %v", sizes, intact)
+	}
+}
