@@ -53,8 +53,8 @@ func connectionFields() []*service.ConfigField {
 			Advanced(),
 		service.NewTLSToggledField(connFieldTLS),
 		service.NewObjectListField(connFieldSASL,
-			service.NewStringEnumField(connFieldSASLMechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512").
-				Description("The SASL mechanism to authenticate with."),
+			service.NewStringEnumField(connFieldSASLMechanism, "none", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512").
+				Description("The SASL mechanism to authenticate with; `none` disables the entry, so a pipeline can switch SASL on and off from one environment variable."),
 			service.NewStringField(connFieldSASLUsername).
 				Description("The user name to authenticate as.").
 				Default(""),
@@ -172,6 +172,8 @@ func saslFromConfig(conf *service.ParsedConfig) ([]sasl.Mechanism, []string, err
 			secrets = append(secrets, pass)
 		}
 		switch mech {
+		case "none", "":
+			// Disabled entry (e.g. KAFKA_SASL_MECHANISM unset): no authentication from it.
 		case "PLAIN":
 			mechs = append(mechs, plain.Auth{User: user, Pass: pass}.AsMechanism())
 		case "SCRAM-SHA-256":
