@@ -1,21 +1,28 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: a static binary (CGO off, time zone data compiled in) on a distroless non-root base.
-FROM golang:1.26-bookworm AS build
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -tags timetzdata \
-      -ldflags "-s -w -X main.version=${VERSION}" -o /out/rollup ./cmd/rollup
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -tags timetzdata \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.dateBuilt=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+      -o /out/rollup ./cmd/rollup
 
 FROM gcr.io/distroless/static-debian12:nonroot
+LABEL org.opencontainers.image.title="rollup" \
+      org.opencontainers.image.description="Weekly rollup of contact-centre scenarios on Kafka (Benthos engine)"
 COPY --from=build /out/rollup /usr/local/bin/rollup
-COPY --chown=65532:65532 pipelines /etc/rollup/pipelines
-COPY --chown=65532:65532 config /etc/rollup/config
+# Root-owned and read-only for the service user: the pipelines are configuration, not state.
+COPY pipelines /etc/rollup/pipelines
+COPY config /etc/rollup/config
 WORKDIR /etc/rollup
 USER 65532:65532
-# The Benthos HTTP server: /ping, /ready, /metrics.
+# The Benthos HTTP server: /ping (liveness), /ready (readiness), /metrics (Prometheus).
 EXPOSE 4195
 ENTRYPOINT ["/usr/local/bin/rollup"]
 CMD ["run", "pipelines/weekly-rollup.yaml"]
