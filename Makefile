@@ -8,7 +8,7 @@ SHARED    ?= $(abspath ../shared)
 .PHONY: help build test test-go test-pipelines lint bench bench-seed demo clean
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 build: ## the static binary in bin/rollup
 	CGO_ENABLED=0 $(GO) build -trimpath -tags timetzdata -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/rollup
@@ -32,6 +32,9 @@ bench: ## processor benchmarks on one core (rows/s, allocs)
 
 bench-seed: build ## the stdio pipeline beside the seed's pandas path on the same 20 requests
 	SHARED=$(SHARED) ./scripts/bench-seed.sh
+
+bench-e2e: build ## end to end through a broker: req/s by threads and replicas, latency, seed ratio, worker, CPU split, memory
+	ROLLUP_BIN=$(abspath $(BIN)) SHARED=$(SHARED) ./scripts/bench-e2e.sh $(BENCH_FLAGS)
 
 demo: build ## the real job on an embedded broker
 	$(BIN) demo

@@ -84,8 +84,11 @@ func (f *outHeaderFilter) match(key string) bool {
 // one makes records reproducible).
 func (f *outHeaderFilter) headers(msg *service.Message) []kgo.RecordHeader {
 	var hs []kgo.RecordHeader
-	_ = msg.MetaWalk(func(k, v string) error {
+	// MetaWalkMut, not MetaWalk: MetaWalk turns every value into a string first, and the pipelines
+	// keep the whole original request as bytes in rollup_ metadata, which is excluded anyway.
+	_ = msg.MetaWalkMut(func(k string, _ any) error {
 		if f.match(k) {
+			v, _ := msg.MetaGet(k)
 			hs = append(hs, kgo.RecordHeader{Key: k, Value: []byte(v)})
 		}
 		return nil

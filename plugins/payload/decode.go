@@ -94,14 +94,15 @@ func unbase64(raw []byte, maxDecoded int) ([]byte, Format, error) {
 	for k := 0; k < 2 && len(s) > 0 && s[len(s)-1] == '='; k++ {
 		s = s[:len(s)-1]
 	}
-	enc := base64.RawStdEncoding
-	if bytes.ContainsAny(s, "-_") {
-		enc = base64.RawURLEncoding
-	}
-	bufp := getScratch(enc.DecodedLen(len(s)))
+	// The standard alphabet first (what the seed sends); the URL-safe one only when that fails,
+	// which costs nothing up front, unlike scanning the payload for '-' or '_'.
+	bufp := getScratch(base64.RawStdEncoding.DecodedLen(len(s)))
 	defer putScratch(bufp)
-	buf := (*bufp)[:enc.DecodedLen(len(s))]
-	n, err := enc.Decode(buf, s)
+	buf := (*bufp)[:base64.RawStdEncoding.DecodedLen(len(s))]
+	n, err := base64.RawStdEncoding.Decode(buf, s)
+	if err != nil && bytes.ContainsAny(s, "-_") {
+		n, err = base64.RawURLEncoding.Decode(buf, s)
+	}
 	if err != nil {
 		var ce base64.CorruptInputError
 		if errors.As(err, &ce) {
