@@ -6,7 +6,6 @@ package demo
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -103,9 +102,9 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	runErr := make(chan error, 1)
-	runCtx, cancelRun := context.WithCancel(ctx)
-	defer cancelRun()
-	go func() { runErr <- stream.Run(runCtx) }()
+	// Run's context only aborts; a clean end (drain, commit, leave the group) is stream.Stop below.
+	go func() { runErr <- stream.Run(context.Background()) }()
+	defer func() { _ = stream.StopWithin(10 * time.Second) }()
 	step("pipeline weekly-rollup running (consumer group %q)", demoGroup)
 
 	opts := append(devbroker.ClientOpts(broker.MaxMessageBytes()), kgo.SeedBrokers(broker.Addr()),
@@ -163,11 +162,13 @@ func Run(ctx context.Context, o Options) error {
 	step("all %d response(s) received: %d rows in %.2fs (%.0f rows/s, produce to response)",
 		o.Requests, rows, took.Seconds(), float64(rows)/took.Seconds())
 
-	cancelRun()
-	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+	if err := stream.StopWithin(30 * time.Second); err != nil {
+		return fmt.Errorf("stop pipeline: %w", err)
+	}
+	if err := <-runErr; err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	step("done")
+	step("done: offsets committed, left the consumer group")
 	return nil
 }
 

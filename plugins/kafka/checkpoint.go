@@ -93,6 +93,7 @@ type checkpointer struct {
 
 	ready   chan struct{} // cap 1: next() may find something now
 	drained chan struct{} // cap 1: outstanding dropped to zero
+	moved   chan struct{} // cap 1: a commit position moved forward (the commit loop commits now)
 }
 
 func newCheckpointer(limit int, commit commitFunc) *checkpointer {
@@ -105,6 +106,7 @@ func newCheckpointer(limit int, commit commitFunc) *checkpointer {
 		parts:   make(map[topicPartition]*partitionState),
 		ready:   make(chan struct{}, 1),
 		drained: make(chan struct{}, 1),
+		moved:   make(chan struct{}, 1),
 	}
 }
 
@@ -315,6 +317,9 @@ func (c *checkpointer) ack(d *delivery, err error) (retryAttempt int, pauseChang
 		popped++
 	}
 	if popped > 0 {
+		// Commit promptly: what a crash replays is what was acknowledged but not yet committed,
+		// so the commit loop commits as soon as a position moves (see session.commitLoop).
+		signal(c.moved)
 		p.window = append(p.window[:0], p.window[popped:]...)
 		if len(p.buffered) > 0 {
 			signal(c.ready)

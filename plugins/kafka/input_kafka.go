@@ -55,9 +55,11 @@ func kafkaInputSpec() *service.ConfigSpec {
 		Description(`
 Each record becomes one message. Acknowledgements may come back in any order; per partition the
 input commits only the highest offset below which every record is acknowledged (the oldest record
-still in the pipeline), every `+"`commit_period`"+`, on a partition revoke and on shutdown. A restart
-or a new group member therefore resumes at the first unfinished record: nothing is lost, and at most
-`+"`checkpoint_limit`"+` records per partition are processed twice after a crash.
+still in the pipeline), as soon as that position moves (one commit in flight at a time; later
+acknowledgements coalesce into the next), on a partition revoke and on shutdown. A restart or a new
+group member therefore resumes at the first unfinished record: nothing is lost, and after a crash
+about `+"`checkpoint_limit`"+` records per partition are processed twice (those in flight, plus any
+acknowledged during the last commit's round trip).
 
 - **Back-pressure**: per partition, at most `+"`checkpoint_limit`"+` records lie between the oldest
   unacknowledged one and the newest handed out; fetching of that partition pauses at the limit.
@@ -108,7 +110,7 @@ allow the records in the first place.`).
 				Default(1024).
 				LintRule(`root = if this < 1 { [ "checkpoint_limit must be at least 1" ] }`),
 			service.NewDurationField(inFieldCommitPeriod).
-				Description("How often acknowledged offsets are committed. Revokes and shutdown also commit.").
+				Description("Commits happen as soon as a partition's position moves; this is how often a failed commit is retried and the lag and in-flight gauges are published.").
 				Default("1s"),
 			service.NewDurationField(inFieldSessionTimeout).
 				Description("How long the group coordinator waits without a heartbeat before it considers this member dead and reassigns its partitions. Must lie within the broker's group.min/max.session.timeout.ms.").

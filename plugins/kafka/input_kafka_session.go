@@ -20,7 +20,7 @@ import (
 //
 // Goroutines and what they touch:
 //   - poll loop: PollFetches, checkpointer.add, AllowRebalance, syncPause.
-//   - commit loop: checkpointer.commitAll every commit_period, metrics gauges.
+//   - commit loop: checkpointer.commitAll when a position moves and every commit_period, gauges.
 //   - kgo's group goroutine: onAssigned / onRevoked / onLost. With BlockRebalanceOnPoll these
 //     never run between a poll returning and its AllowRebalance.
 //   - Benthos: Read (checkpointer.next) and ack functions from any goroutine.
@@ -227,12 +227,21 @@ func (s *session) commitOffsets(ctx context.Context, offsets map[string]map[int3
 	return nil
 }
 
+// commitLoop commits as soon as an acknowledgement moves a partition's position, so that a crash
+// replays little more than the records in flight (at most checkpoint_limit per partition, plus
+// what was acknowledged during the one commit round trip under way). Only this goroutine commits
+// on the way (revoke and shutdown commit from their own paths under the same commitMu), so one
+// commit is in flight at a time and acknowledgements that arrive meanwhile coalesce into the next.
+// The ticker retries a failed commit; the gauges are published after every commit attempt.
 func (s *session) commitLoop() {
 	defer close(s.commitDone)
 	t := time.NewTicker(s.in.commitPeriod)
 	defer t.Stop()
 	for {
 		select {
+		case <-s.cp.moved:
+			s.commitNow()
+			s.updateGauges()
 		case <-t.C:
 			s.commitNow()
 			s.updateGauges()

@@ -105,13 +105,15 @@ func TestReadinessPipelineOperations(t *testing.T) {
 		return err == nil && allCommitted(committed, end)
 	})
 
-	// /metrics: the lag gauges are refreshed every commit period, so poll until they show 0.
+	// /metrics: the lag gauges follow the commits and the readiness gate re-evaluates every
+	// check_interval, so poll until they show lag 0 and ready.
 	base := "http://" + httpAddr
 	var fams map[string]*dto.MetricFamily
-	waitFor(t, "lag 0 in /metrics", func() bool {
+	waitFor(t, "lag 0 and ready in /metrics", func() bool {
 		fams = scrapeMetrics(t, base+"/metrics")
 		lag, ok := fams["kafka_consumer_lag"]
-		return ok && len(lag.GetMetric()) == 2 && sumValues(lag) == 0
+		ready, rok := fams["kafka_ready"]
+		return ok && len(lag.GetMetric()) == 2 && sumValues(lag) == 0 && rok && sumValues(ready) == 1
 	})
 
 	// Consumer: lag and in-flight per partition, commits, commit errors, rebalances.
