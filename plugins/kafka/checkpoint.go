@@ -420,25 +420,32 @@ func (c *checkpointer) pausedSet() map[topicPartition]bool {
 	return out
 }
 
+// lag is how far the partition's commit position as it stands (the oldest record not yet
+// finished, else the mark) is behind the high watermark; -1 when either is unknown. The caller
+// holds checkpointer.mu.
+func (p *partitionState) lag() int64 {
+	pos := int64(-1)
+	switch {
+	case len(p.window) > 0:
+		pos = p.window[0].offset
+	case len(p.buffered) > 0:
+		pos = p.buffered[0].Offset
+	case p.mark.Offset >= 0:
+		pos = p.mark.Offset
+	}
+	if p.highWater < 0 || pos < 0 {
+		return -1
+	}
+	return max(0, p.highWater-pos)
+}
+
 // stats returns a snapshot per live partition.
 func (c *checkpointer) stats() []partitionStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]partitionStats, 0, len(c.order))
 	for _, p := range c.order {
-		pos := int64(-1)
-		switch {
-		case len(p.window) > 0:
-			pos = p.window[0].offset
-		case len(p.buffered) > 0:
-			pos = p.buffered[0].Offset
-		case p.mark.Offset >= 0:
-			pos = p.mark.Offset
-		}
-		lag := int64(-1)
-		if p.highWater >= 0 && pos >= 0 {
-			lag = max(0, p.highWater-pos)
-		}
+		lag := p.lag()
 		out = append(out, partitionStats{tp: p.tp, inFlight: len(p.window), lag: lag})
 	}
 	return out

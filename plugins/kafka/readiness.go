@@ -334,26 +334,13 @@ func (i *kafkaInput) progress() inputProgress {
 	return ip
 }
 
-// progress snapshots every live partition under mu, for the readiness rule. The commit position
-// and lag are computed as in stats.
+// progress snapshots every live partition under mu, for the readiness rule.
 func (c *checkpointer) progress() []partitionProgress {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]partitionProgress, 0, len(c.order))
 	for _, p := range c.order {
-		pos := int64(-1)
-		switch {
-		case len(p.window) > 0:
-			pos = p.window[0].offset
-		case len(p.buffered) > 0:
-			pos = p.buffered[0].Offset
-		case p.mark.Offset >= 0:
-			pos = p.mark.Offset
-		}
-		lag := int64(-1)
-		if p.highWater >= 0 && pos >= 0 {
-			lag = max(0, p.highWater-pos)
-		}
+		lag := p.lag()
 		held := len(p.window) + len(p.buffered)
 		out = append(out, partitionProgress{
 			id:        p,
