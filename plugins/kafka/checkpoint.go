@@ -204,8 +204,12 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 
 // lost forgets the given partitions without committing: the group session is gone (kgo's
 // OnPartitionsLost), another member may already own them, and a commit could only be rejected
-// or rewind the new owner. A commit in flight that read them earlier carries the old generation,
-// which the coordinator rejects; at worst it commits records that were really finished.
+// or rewind the new owner. A commit already in flight that read them earlier is not waited for
+// (it does not take commitMu): kgo may hold that commit until the member has rejoined, and
+// OnPartitionsLost runs on the way to that rejoin, so waiting could deadlock. Such a commit may
+// then land with the new generation; it carries only offsets of records this member finished, so
+// at worst it moves a new owner's position back to one it already passed, and records are
+// processed twice, never lost.
 func (c *checkpointer) lost(tps []topicPartition) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -439,6 +439,11 @@ func (o *kafkaOutput) WriteBatch(ctx context.Context, batch service.MessageBatch
 		}
 	}
 	o.fatal.reset()
+	// Shutting down (the context is done): fail the batch as a whole, not per message. A per-
+	// message error would let a fallback output dead-letter records that only lacked time.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	o.retryAlone(ctx, cl, recs, errs)
 	return o.outcome(batch, recs, errs)
 }

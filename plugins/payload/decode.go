@@ -152,6 +152,9 @@ func codecError(codec string, err error) error {
 func readCapped(r io.Reader, hint, maxDecoded int) ([]byte, error) {
 	limit := maxDecoded + 1
 	hint = min(max(hint, 512), limit)
+	if hint > presizeLimit {
+		hint = presizeLimit // a larger payload grows by doubling, as append would
+	}
 	buf := make([]byte, 0, hint)
 	for {
 		if len(buf) == cap(buf) {
@@ -175,6 +178,20 @@ func readCapped(r io.Reader, hint, maxDecoded int) ([]byte, error) {
 		}
 	}
 }
+
+// presizeRatio bounds how much an output buffer is sized up front from what the payload claims
+// (gzip's ISIZE, zstd's frame content size) relative to its real size: JSON seldom compresses
+// beyond 10:1, and a buffer too small only grows. Without it, a few KB claiming 250 MB would make
+// each thread reserve that much before the payload turns out corrupt. presizeLimit does the same
+// for large inputs (past it, growth by doubling costs little against the decoding itself).
+const (
+	presizeRatio = 32
+	presizeLimit = 256 << 20
+
+	// zstdWindowRatio bounds a streamed zstd frame's window against its input: an honest frame
+	// needing a window over 8 MiB and over 1024 times its compressed size does not occur in practice.
+	zstdWindowRatio = 1024
+)
 
 // gzipDecoder is a pooled gzip reader with the bytes.Reader it reads from, so
 // a decode allocates neither.
@@ -217,7 +234,7 @@ func gunzip(src []byte, maxDecoded int, codec string) ([]byte, error) {
 	if err := d.zr.Reset(&d.br); err != nil {
 		return nil, codecError(codec, err)
 	}
-	out, err := readCapped(&d.zr, gzipSizeHint(src, maxDecoded), maxDecoded)
+	out, err := readCapped(&d.zr, min(gzipSizeHint(src, maxDecoded), presizeRatio*len(src)), maxDecoded)
 	if err != nil {
 		var ce *capError
 		if errors.As(err, &ce) {
@@ -316,7 +333,9 @@ func unzstd(src []byte, maxDecoded int, codec string) ([]byte, error) {
 	}
 
 	z := zstdDecoders.Get().(*zstdDecoder)
-	if headerOK && h.HasFCS {
+	// One exactly sized allocation for an honest frame; a declared size out of proportion to the
+	// input (possible for a few hostile bytes) goes the streaming way, which grows as it decodes.
+	if headerOK && h.HasFCS && h.FrameContentSize <= uint64(presizeRatio*len(src)) {
 		if err := z.reset(nil, capWindow); err != nil {
 			putZstdDecoder(z, false)
 			return nil, codecError(codec, err)
@@ -337,13 +356,20 @@ func unzstd(src []byte, maxDecoded int, codec string) ([]byte, error) {
 	}
 	defer putZstdDecoder(z, headerOK && window <= minZstdWindow)
 	streamWindow := min(capWindow, max(minZstdWindow, inputBound))
+	if headerOK && h.SingleSegment {
+		// A single-segment frame's window is its declared size, and the decoder reserves it up
+		// front: bound it by what the input could plausibly need (zstdWindowRatio), not by what
+		// it could in theory hold, so 8 KB of hostile bytes declaring 250 MiB reserve little.
+		streamWindow = min(streamWindow, max(minZstdWindow, uint64(len(src))*zstdWindowRatio))
+	}
 	z.br.Reset(src)
 	if err := z.reset(&z.br, streamWindow); err != nil {
 		return nil, codecError(codec, err)
 	}
 	hint := len(src) * 4
 	if headerOK && h.HasFCS {
-		hint = 2*int(h.FrameContentSize) + 1 // several frames: at least twice the first
+		// Several frames: at least twice the first (within the presize bound).
+		hint = min(2*int(h.FrameContentSize)+1, presizeRatio*len(src))
 	}
 	out, err := readCapped(z.d, hint, maxDecoded)
 	if err != nil {

@@ -138,3 +138,32 @@ func TestPayloadDecodeLyingSizeHints(t *testing.T) {
 		})
 	}
 }
+
+// TestPayloadDecodeLyingSizeHintsMidSized: a few hundred KB that claim 250 MiB, small enough for
+// the claim to be a possible deflate or zstd ratio, must not make the decoder reserve 250 MiB
+// before it finds the payload corrupt (each pipeline thread would).
+func TestPayloadDecodeLyingSizeHintsMidSized(t *testing.T) {
+	noise := make([]byte, 256<<10)
+	for i := range noise {
+		noise[i] = byte(i*7919 + i/251) // varied enough not to compress much
+	}
+	gz := stdGzip(t, noise)
+	binary.LittleEndian.PutUint32(gz[len(gz)-4:], 250<<20) // ISIZE claims 250 MiB
+
+	h := zstd.Header{SingleSegment: true, HasFCS: true, FrameContentSize: 250 << 20}
+	zs, err := h.AppendTo(nil)
+	require.NoError(t, err)
+	zs = append(zs, make([]byte, 8<<10)...) // 8 KB of garbage blocks behind a 250 MiB claim
+
+	for name, in := range map[string][]byte{"zstd": zs, "gzip": gz} {
+		t.Run(name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err := Decode(in, 0)
+			runtime.ReadMemStats(&after)
+			require.Error(t, err)
+			assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(32<<20), "allocated for a lying size claim")
+		})
+	}
+}

@@ -198,7 +198,7 @@ func (a *Aggregator) exactRow(st *state, n int, row map[string]any, dims []strin
 			// strconv.ParseFloat is what encoding/json uses for a float64.
 			f, err := strconv.ParseFloat(string(v), 64)
 			if err != nil {
-				return fmt.Errorf("row %d field %q: number %s is out of the float64 range", n, name, v)
+				return fmt.Errorf("row %d field %q: number %s is out of the float64 range", n, name, cutValue(string(v)))
 			}
 			st.vals[s], st.has[s] = f, true
 		default:

@@ -275,10 +275,25 @@ func quoteShort(s string) string {
 	if s == "" {
 		return "(none)"
 	}
+	return quoteValue(s)
+}
+
+// quoteValue quotes a value taken from a request for an error text, cut to 64 bytes. Errors travel
+// in a dead letter's `error` header and in a log line: a megabyte-long value must not ride along,
+// or the dead letter could outgrow the DLQ topic's size limit and block its partition.
+func quoteValue(s string) string {
 	if len(s) > 64 {
 		return strconv.Quote(s[:64]) + "..."
 	}
 	return strconv.Quote(s)
+}
+
+// cutValue is quoteValue without the quotes, for values that need none (a JSON number).
+func cutValue(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 func (w *weeklyRollupProc) Close(context.Context) error { return nil }

@@ -88,8 +88,8 @@ func (a *Aggregator) respond(st *state, orgID string, start int, info *Info) ([]
 					out = strconv.AppendInt(out, int64(v), 10)
 				case math.IsInf(v, 0) || math.IsNaN(v):
 					st.out = out
-					return nil, aggregateErr(fmt.Errorf("group %q week %s metric %q: the %s is not finite "+
-						"(float64 overflow)", st.groupKeys[g], appendDate(nil, wk), m.name, ruleNames[m.rule]))
+					return nil, aggregateErr(fmt.Errorf("group %s week %s metric %q: the %s is not finite "+
+						"(float64 overflow)", quoteValue(st.groupKeys[g]), appendDate(nil, wk), m.name, ruleNames[m.rule]))
 				default:
 					out = appendPyFloat(out, v)
 				}

@@ -27,7 +27,7 @@ func parseWeekStart(s string) (int, error) {
 			}
 		}
 	}
-	return 0, fmt.Errorf("unknown day %q; valid values: %s", s, validWeekStarts)
+	return 0, fmt.Errorf("unknown day %s; valid values: %s", quoteValue(s), validWeekStarts)
 }
 
 // daysFromCivil returns the day number of a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -190,7 +190,7 @@ func checkTimeSuffix(b []byte) error {
 // parseTimestamp returns the day number of the calendar date written at the start of a row timestamp.
 func parseTimestamp(b []byte) (int32, error) {
 	if len(b) < 10 {
-		return 0, fmt.Errorf("invalid timestamp %q: %w", b, errBadTimestampSyntax)
+		return 0, fmt.Errorf("invalid timestamp %s: %w", quoteValue(string(b)), errBadTimestampSyntax)
 	}
 	day, err := parseDate(b[:10])
 	if err == nil {
@@ -198,9 +198,9 @@ func parseTimestamp(b []byte) (int32, error) {
 	}
 	if err != nil {
 		if err == errBadTimestampSyntax {
-			return 0, fmt.Errorf("invalid timestamp %q: %w", b, err)
+			return 0, fmt.Errorf("invalid timestamp %s: %w", quoteValue(string(b)), err)
 		}
-		return 0, fmt.Errorf("invalid timestamp %q: %w (%s)", b, err, timestampForms)
+		return 0, fmt.Errorf("invalid timestamp %s: %w (%s)", quoteValue(string(b)), err, timestampForms)
 	}
 	return day, nil
 }

@@ -74,8 +74,8 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 	env := map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": strings.Join(b.cl.seeds, ","),
 		"KAFKA_TOPIC":             t.in,
-		"KAFKA_GROUP_ID":          group,
-		"DLQ_KAFKA_TOPIC":         t.dlq,
+		"WORKER_GROUP_ID":         group,
+		"WORKER_DLQ_KAFKA_TOPIC":  t.dlq,
 		"TASK_DURATION":           b.taskDuration.String(),
 		"WORKER_THREADS":          strconv.Itoa(b.workerThreads),
 		"LOG_LEVEL":               "INFO",

@@ -46,8 +46,8 @@ func TestWorkerConcurrency(t *testing.T) {
 	env := map[string]string{
 		"KAFKA_BOOTSTRAP_SERVERS": f.b.Addr,
 		"KAFKA_TOPIC":             f.in,
-		"KAFKA_GROUP_ID":          f.group,
-		"DLQ_KAFKA_TOPIC":         f.dlq,
+		"WORKER_GROUP_ID":         f.group,
+		"WORKER_DLQ_KAFKA_TOPIC":  f.dlq,
 		"WORKER_THREADS":          strconv.Itoa(threads),
 		// Long enough that every thread has taken its record before the first task ends.
 		"TASK_DURATION": "3s",
