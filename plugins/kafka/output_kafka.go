@@ -2,9 +2,7 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,7 +147,7 @@ compression) count delivered records, `+"`kafka_produce_errors_total`"+` failed 
 				Description("How long a record may take to be delivered, retries included, before its message fails (at least 1s); also the longest a broker may take to answer one produce request, and the bound on flushing at shutdown.").
 				Default("10s"),
 			service.NewStringField(outFieldMaxMessageBytes).
-				Description("The largest record batch the client sends (key, value and headers before compression, plus about 70 bytes of framing). Per topic, the client uses the smaller of this and the topic's `max.message.bytes`, read from the broker the first time the output writes to the topic (restart the pipeline after changing a topic's limit). A record over the limit fails for its message only. Accepts a number of bytes or a size such as `1MB` or `16MiB`. The default lets the broker decide for records up to 100 MB; above about 100 MiB, raise the broker's `socket.request.max.bytes` too.").
+				Description("The largest record batch the client sends (key, value and headers before compression, plus about 70 bytes of framing). Per topic, the client uses the smaller of this and the topic's `max.message.bytes`, read from the broker the first time the output writes to the topic, and again when a record is refused for a limit read over 30 seconds before (so raising a topic's limit needs no restart). A record over the limit fails for its message only. Accepts a number of bytes or a size such as `1MB` or `16MiB`. The default lets the broker decide for records up to 100 MB; above about 100 MiB, raise the broker's `socket.request.max.bytes` too.").
 				Default("100MB").
 				Examples("1MB", "64MiB").
 				Advanced(),
@@ -392,6 +390,9 @@ func (o *kafkaOutput) Connect(ctx context.Context) error {
 	pingCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	if err := cl.Ping(pingCtx); err != nil {
+		// Before Close, which ends the SASL watch: a broker that only hangs up on bad credentials
+		// must still count as an authentication failure (a long back-off, not a retry a second).
+		err = annotateClientErr(cl, err)
 		// Never close a client that WriteBatch calls may still be using.
 		if fresh {
 			cl.Close()
@@ -430,7 +431,8 @@ func (o *kafkaOutput) WriteBatch(ctx context.Context, batch service.MessageBatch
 		}
 	}
 
-	o.produceAll(ctx, cl, recs, errs)
+	o.refreshLimits(ctx, cl, recs, errs)
+	o.produceAll(ctx, recs, errs)
 	for _, err := range errs {
 		if isFatalClientErr(err) {
 			d := o.fatal.failed()
@@ -444,51 +446,16 @@ func (o *kafkaOutput) WriteBatch(ctx context.Context, batch service.MessageBatch
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	o.retryAlone(ctx, cl, recs, errs)
+	o.retryAlone(ctx, recs, errs)
 	return o.outcome(batch, recs, errs)
 }
 
-// newRecord builds message i's record; an error is that message's failure.
-func (o *kafkaOutput) newRecord(batch service.MessageBatch, i int) (*kgo.Record, error) {
-	topic, err := batch.TryInterpolatedString(i, o.topic)
-	if err != nil {
-		return nil, fmt.Errorf("topic interpolation: %w", err)
-	}
-	if topic == "" {
-		return nil, errors.New("topic interpolation gave an empty topic name")
-	}
-	value, err := batch[i].AsBytes()
-	if err != nil {
-		return nil, fmt.Errorf("message value: %w", err)
-	}
-	r := &kgo.Record{Topic: topic, Value: value, Timestamp: time.Now(), Headers: o.headers.headers(batch[i])}
-	if o.key != nil {
-		key, err := batch.TryInterpolatedBytes(i, o.key)
-		if err != nil {
-			return nil, fmt.Errorf("key interpolation: %w", err)
-		}
-		if len(key) > 0 {
-			r.Key = key
-		}
-	}
-	if o.part != nil {
-		s, err := batch.TryInterpolatedString(i, o.part)
-		if err != nil {
-			return nil, fmt.Errorf("partition interpolation: %w", err)
-		}
-		p, err := strconv.ParseInt(s, 10, 32)
-		if err != nil || p < 0 {
-			return nil, fmt.Errorf("partition %q is not a partition number", s)
-		}
-		r.Partition = int32(p)
-	}
-	return r, nil
-}
-
 // produceAll hands every record not failed yet to the client and waits for all their promises.
-func (o *kafkaOutput) produceAll(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, errs []error) {
+func (o *kafkaOutput) produceAll(ctx context.Context, recs []*kgo.Record, errs []error) {
 	o.soloMu.RLock()
 	defer o.soloMu.RUnlock()
+	// The client as it is now, under soloMu: replaceClient swaps it only while nobody produces.
+	cl := o.currentClient()
 	var wg sync.WaitGroup
 	for i, r := range recs {
 		if errs[i] != nil {
@@ -509,7 +476,7 @@ func (o *kafkaOutput) produceAll(ctx context.Context, cl *kgo.Client, recs []*kg
 // with a large record (possible when a topic's limit could not be learned). Records over the
 // limit on their own keep their error. A record retried alone lands after records written after
 // it, so per-key order holds only while no batch is refused for its size.
-func (o *kafkaOutput) retryAlone(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, errs []error) {
+func (o *kafkaOutput) retryAlone(ctx context.Context, recs []*kgo.Record, errs []error) {
 	var idx []int
 	for i, err := range errs {
 		if recs[i] != nil && isRecordTooLarge(err) && outRecordBytes(recs[i]) <= int(o.limits.batchMaxBytes(recs[i].Topic)) {
@@ -521,6 +488,7 @@ func (o *kafkaOutput) retryAlone(ctx context.Context, cl *kgo.Client, recs []*kg
 	}
 	o.soloMu.Lock() // see soloMu: no other record is in the client while we hold it
 	defer o.soloMu.Unlock()
+	cl := o.currentClient()
 	for _, i := range idx {
 		r := recs[i]
 		recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition}

@@ -186,14 +186,94 @@ func outRecordBytes(r *kgo.Record) int {
 type topicLimits struct {
 	configured int32 // max_message_bytes
 
-	mu      sync.RWMutex
-	byTopic map[string]int32
+	mu        sync.RWMutex
+	byTopic   map[string]int32
+	learnedAt map[string]time.Time
+	maxAge    time.Duration // limitMaxAge; tests shorten it
 
 	learnMu sync.Mutex // one DescribeConfigs at a time; others wait for its answer
 }
 
 func newTopicLimits(configured int32) *topicLimits {
-	return &topicLimits{configured: configured, byTopic: map[string]int32{}}
+	return &topicLimits{configured: configured, byTopic: map[string]int32{}, learnedAt: map[string]time.Time{},
+		maxAge: limitMaxAge}
+}
+
+// limitMaxAge is how long a learned limit is trusted when a record is refused locally for it: an
+// operator may have raised the topic's max.message.bytes (a DLQ that refused a dead letter).
+const limitMaxAge = 30 * time.Second
+
+// expire forgets the limits of the given topics that were learned more than maxAge ago, so that
+// the next learn reads them again, and returns their old values.
+func (l *topicLimits) expire(topics []string) map[string]int32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := map[string]int32{}
+	for _, t := range topics {
+		if v, ok := l.byTopic[t]; ok && time.Since(l.learnedAt[t]) > l.maxAge {
+			old[t] = v
+			delete(l.byTopic, t)
+		}
+	}
+	return old
+}
+
+// refreshLimits reads again the limits, learned over limitMaxAge ago, of topics whose records were
+// refused locally as too large. If a limit grew, kgo (which fixes a topic's batch limit when it
+// first meets the topic) gets a fresh client and those records are checked again; it reports
+// whether the client was replaced. Without this, a dead letter refused once by a DLQ topic whose
+// limit is then raised would be refused until the process restarts.
+func (o *kafkaOutput) refreshLimits(ctx context.Context, cl *kgo.Client, recs []*kgo.Record, errs []error) bool {
+	var topics []string
+	for i, r := range recs {
+		if r != nil && errors.Is(errs[i], kerr.MessageTooLarge) && !slices.Contains(topics, r.Topic) {
+			topics = append(topics, r.Topic)
+		}
+	}
+	old := o.limits.expire(topics)
+	if len(old) == 0 {
+		return false
+	}
+	o.limits.learn(ctx, cl, o.log, o.timeout, recs)
+	grew := false
+	for t, v := range old {
+		if o.limits.batchMaxBytes(t) > v {
+			grew = true
+			o.log.Infof("Topic %q now accepts records of %d bytes (was %d)", t, o.limits.batchMaxBytes(t), v)
+		}
+	}
+	if !grew {
+		return false
+	}
+	if err := o.replaceClient(); err != nil {
+		o.log.Warnf("Could not renew the Kafka client for the new size limit: %v", err)
+		return false
+	}
+	for i, r := range recs {
+		if r != nil && errors.Is(errs[i], kerr.MessageTooLarge) && outRecordBytes(r) <= int(o.limits.batchMaxBytes(r.Topic)) {
+			errs[i] = nil
+		}
+	}
+	return true
+}
+
+// replaceClient swaps in a new client once no record is being produced (soloMu) and closes the
+// old one. produceAll and retryAlone take the client under soloMu, so none uses a closed one.
+func (o *kafkaOutput) replaceClient() error {
+	o.soloMu.Lock()
+	defer o.soloMu.Unlock()
+	cl, err := kgo.NewClient(o.opts...)
+	if err != nil {
+		return err
+	}
+	o.connMu.Lock()
+	old := o.client
+	o.client = cl
+	o.connMu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
 }
 
 // batchMaxBytes is safe to call from kgo's goroutines: it only reads the map.
@@ -257,11 +337,13 @@ func (l *topicLimits) learn(ctx context.Context, cl *kgo.Client, log *service.Lo
 		if err == nil {
 			if limit, err = topicMaxMessageBytes(rc, l.configured); err == nil {
 				l.byTopic[t] = limit
+				l.learnedAt[t] = time.Now()
 				continue
 			}
 		}
 		log.Warnf("Could not read max.message.bytes of topic %q (%v): batches to it are capped at max_message_bytes (%d bytes), and a batch the broker refuses as too large is written again record by record", t, err, l.configured)
 		l.byTopic[t] = limit
+		l.learnedAt[t] = time.Now()
 	}
 }
 
@@ -278,4 +360,41 @@ func topicMaxMessageBytes(rc kadm.ResourceConfig, configured int32) (int32, erro
 		return max(min(int32(v), configured), outMinBatchBytes), nil
 	}
 	return 0, errors.New("the broker did not return max.message.bytes")
+}
+
+// newRecord builds message i's record; an error is that message's failure.
+func (o *kafkaOutput) newRecord(batch service.MessageBatch, i int) (*kgo.Record, error) {
+	topic, err := batch.TryInterpolatedString(i, o.topic)
+	if err != nil {
+		return nil, fmt.Errorf("topic interpolation: %w", err)
+	}
+	if topic == "" {
+		return nil, errors.New("topic interpolation gave an empty topic name")
+	}
+	value, err := batch[i].AsBytes()
+	if err != nil {
+		return nil, fmt.Errorf("message value: %w", err)
+	}
+	r := &kgo.Record{Topic: topic, Value: value, Timestamp: time.Now(), Headers: o.headers.headers(batch[i])}
+	if o.key != nil {
+		key, err := batch.TryInterpolatedBytes(i, o.key)
+		if err != nil {
+			return nil, fmt.Errorf("key interpolation: %w", err)
+		}
+		if len(key) > 0 {
+			r.Key = key
+		}
+	}
+	if o.part != nil {
+		s, err := batch.TryInterpolatedString(i, o.part)
+		if err != nil {
+			return nil, fmt.Errorf("partition interpolation: %w", err)
+		}
+		p, err := strconv.ParseInt(s, 10, 32)
+		if err != nil || p < 0 {
+			return nil, fmt.Errorf("partition %q is not a partition number", s)
+		}
+		r.Partition = int32(p)
+	}
+	return r, nil
 }

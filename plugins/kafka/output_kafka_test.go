@@ -12,6 +12,7 @@ import (
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -182,6 +183,38 @@ func TestOutputKafkaTooLarge(t *testing.T) {
 		got = append(got, string(r.Value))
 	}
 	assert.Equal(t, []string{"s0", "s2", "s4", "s5"}, got)
+}
+
+// TestOutputKafkaTopicLimitRaised: a record refused for the topic's limit is written once an
+// operator raises max.message.bytes, without a restart (issue 4, scenario 8: a DLQ that refused
+// a dead letter recovers).
+func TestOutputKafkaTopicLimitRaised(t *testing.T) {
+	b := newOutBroker(t, false)
+	topic := b.topic(t, 1, map[string]string{"max.message.bytes": "4096"})
+	o := newOutTestOutput(t, outTestYAML(b, topic, ""))
+	ctx := context.Background()
+
+	big := strings.Repeat("x", 10000)
+	failed := outWriteFailures(t, o, service.MessageBatch{outMsg(big)})
+	require.Contains(t, failed, 0)
+	assert.ErrorIs(t, failed[0], kerr.MessageTooLarge)
+
+	_, err := b.adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "max.message.bytes", Value: kadm.StringPtr("65536")}}, topic)
+	require.NoError(t, err)
+	o.limits.maxAge = 0 // the learned limit is stale at once (30s in production)
+	// A real broker applies the change asynchronously: retry as the pipeline's nack would.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err = o.WriteBatch(ctx, service.MessageBatch{outMsg(big)})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.NoError(t, err, "the raised limit is seen without a restart")
+	assert.Equal(t, int32(65536), o.limits.batchMaxBytes(topic))
+	got := b.read(t, topic, 1)
+	assert.Equal(t, big, string(got[0].Value))
 }
 
 // TestOutputKafkaTooLargeUnknownLimit: when the topic's limit cannot be read, kgo may put small

@@ -230,6 +230,16 @@ func gunzip(src []byte, maxDecoded int, codec string) ([]byte, error) {
 		d.br.Reset(nil) // drop the reference to src before pooling
 		gzipDecoders.Put(d)
 	}()
+	// The trailer's ISIZE is the last member's size mod 2^32, so the whole is at least that much:
+	// when it is over the cap (and possible for this input: a truncated stream ends in arbitrary
+	// bytes), refuse before inflating anything. A bomb with a forged trailer is still stopped by
+	// readCapped, at the cap.
+	if len(src) >= 18 {
+		isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
+		if isize > int64(maxDecoded) && isize <= int64(len(src))*maxDeflateRatio {
+			return nil, &capError{max: maxDecoded, detail: fmt.Sprintf("the gzip trailer declares %d bytes", isize)}
+		}
+	}
 	d.br.Reset(src)
 	if err := d.zr.Reset(&d.br); err != nil {
 		return nil, codecError(codec, err)

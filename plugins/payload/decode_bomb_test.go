@@ -167,3 +167,21 @@ func TestPayloadDecodeLyingSizeHintsMidSized(t *testing.T) {
 		})
 	}
 }
+
+// TestPayloadDecodeGzipBombRefusedFromTrailer: a gzip bomb over the default cap, with an honest
+// trailer, is refused before anything is inflated (the trailer says how large it is).
+func TestPayloadDecodeGzipBombRefusedFromTrailer(t *testing.T) {
+	var g bytes.Buffer
+	gw := must(gzip.NewWriterLevel(&g, gzip.BestCompression))
+	writeZeros(gw, 300<<20)
+	must(0, gw.Close())
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := Decode(b64(g.Bytes()), 0)
+	runtime.ReadMemStats(&after)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "decoded payload exceeds max_decoded_bytes (268435456): the gzip trailer declares 314572800 bytes")
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(8<<20), "inflated before refusing")
+}

@@ -1,0 +1,498 @@
+//go:build fault
+
+package fault
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/internal/devbroker"
+	"github.com/rollup-dev/rollup/internal/gen"
+)
+
+// request is one record value with its key and expectation.
+type request struct {
+	key    string
+	value  []byte
+	expect checker.Expect
+	kind   string // for notes: small, seed, bomb-gzip, ...
+}
+
+func (r request) record(topic string) *kgo.Record {
+	rec := &kgo.Record{Topic: topic, Value: r.value, Headers: []kgo.RecordHeader{
+		{Key: checker.HeaderExpect, Value: []byte(r.expect)},
+		{Key: "x-kind", Value: []byte(r.kind)},
+	}}
+	if r.key != "" {
+		rec.Key = []byte(r.key)
+	}
+	return rec
+}
+
+// The request pool, generated once: small requests (2 weeks, 672 rows, about 40 KB encoded),
+// a few seed-sized ones (19,488 rows, about 1 MB encoded) and the bad ones.
+var (
+	poolOnce sync.Once
+	smalls   []request
+	seeds    []request
+)
+
+func pool() ([]request, []request) {
+	poolOnce.Do(func() {
+		for i := range 32 {
+			o := gen.Defaults(uint64(1000 + i))
+			o.Weeks = 2
+			smalls = append(smalls, request{key: o.OrganizationID(), value: gen.Encode(gen.Request(o)), expect: checker.ExpectGood, kind: "small"})
+		}
+		for i := range 3 {
+			o := gen.Defaults(uint64(2000 + i))
+			seeds = append(seeds, request{key: o.OrganizationID(), value: gen.Encode(gen.Request(o)), expect: checker.ExpectGood, kind: "seed"})
+		}
+	})
+	return smalls, seeds
+}
+
+// mixed returns the i-th request of a steady flow: small ones, with a seed-sized one every 25th.
+func mixed(i int) request {
+	s, big := pool()
+	if i%25 == 24 {
+		return big[(i/25)%len(big)]
+	}
+	return s[i%len(s)]
+}
+
+func gzipBytes(b []byte) []byte {
+	var buf bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+func b64(b []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(b)) }
+
+// bigResponseRequest is a valid request whose response (60 groups) is far over 2000 bytes even
+// after gzip and base64.
+func bigResponseRequest() request {
+	o := gen.Defaults(3000)
+	o.Weeks = 1
+	o.Centers = nil
+	for i := range 30 {
+		o.Centers = append(o.Centers, fmt.Sprintf("Center %02d", i))
+	}
+	return request{key: o.OrganizationID(), value: gen.Encode(gen.Request(o)), expect: checker.ExpectBad, kind: "big-response"}
+}
+
+// badRequests are hostile inputs, each of which must become exactly one dead letter (bombs
+// excluded: see bombs).
+var (
+	badOnce  sync.Once
+	bads     []request
+	bombOnce sync.Once
+	bombReqs []request
+)
+
+// js is the seed's encoding, base64(gzip(s)).
+func js(s string) []byte { return b64(gzipBytes([]byte(s))) }
+
+func badRequests() []request {
+	badOnce.Do(func() {
+		small, _ := pool()
+		valid := gen.Request(gen.Options{Seed: 1, ContactTypes: []string{"A"}, Langs: []string{"x"}, Centers: []string{"c"},
+			Start: time.Date(2023, 7, 28, 0, 0, 0, 0, time.UTC), Weeks: 1, TSFormat: "space"})
+		trunc := gzipBytes(valid)
+		trunc = trunc[:len(trunc)/2]
+		bads = []request{
+			{value: []byte("not base64, not json !!"), kind: "garbage"},
+			{value: b64(trunc), kind: "truncated-gzip"},
+			{value: js(`{"event":"rollup","organizationId":"x","weekly":[{"Contact Type":`), kind: "invalid-json"},
+			{value: js(`{"event":"rollup","organizationId":"x","weekly":[{"Staff Type":"s","Call Center":"c","Week":"2023-07-28","Volume":1}]}`), kind: "missing-dimension"},
+			{value: js(`{"event":"rollup","organizationId":"x","week_start":"someday","weekly":[]}`), kind: "bad-week-start"},
+			{value: js(`{"event":"rollup","organizationId":"x","weekly":[{"Contact Type":"a","Staff Type":"s","Call Center":"c","Week":"2023-07-28","Volume":"many"}]}`), kind: "bad-metric"},
+			{value: js(`{"event":"rollup","organizationId":"x","weekly":[{"Contact Type":"a","Staff Type":"s","Call Center":"c","Week":"last friday","Volume":1}]}`), kind: "bad-week"},
+			{value: js(`{"event":"rollup","organizationId":"x","weekly":{"a":1}}`), kind: "weekly-not-list"},
+			{value: []byte{}, kind: "empty"},
+			{value: append([]byte{0xff, 0xfe}, small[0].value[:100]...), kind: "binary"},
+		}
+		for i := range bads {
+			bads[i].expect = checker.ExpectBad
+			bads[i].key = "bad-" + bads[i].kind
+		}
+	})
+	return bads
+}
+
+// bombs are decompression bombs: 1 GiB of zeros as base64(gzip) (about 1.4 MB) and 2 GiB of
+// zeros as zstd (a few hundred KB). The decoder's cap (256 MiB by default) must refuse them
+// without inflating them whole.
+func bombs() []request {
+	bombOnce.Do(func() {
+		zero := make([]byte, 1<<20)
+		var gz bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+		for range 1024 {
+			zw.Write(zero)
+		}
+		zw.Close()
+		var zs bytes.Buffer
+		ze, _ := zstd.NewWriter(&zs)
+		for range 2048 {
+			ze.Write(zero)
+		}
+		ze.Close()
+		bombReqs = []request{
+			{key: "bomb-gzip", value: b64(gz.Bytes()), expect: checker.ExpectBad, kind: "gzip-bomb"},
+			{key: "bomb-zstd", value: zs.Bytes(), expect: checker.ExpectBad, kind: "zstd-bomb"},
+		}
+	})
+	return bombReqs
+}
+
+// dropRequest is an event other than "rollup": acknowledged with no outcome.
+func dropRequest() request {
+	return request{key: "ping", value: js(`{"event":"ping","organizationId":"x"}`), expect: checker.ExpectDrop, kind: "other-event"}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// scenario is one scenario's topics, group, checker and producer.
+type scenario struct {
+	t                   *testing.T
+	name                string
+	in, out, dlq, group string
+	adm                 *kadm.Client
+	prod                *kgo.Client
+	chk                 *checker.Checker
+	procs               procSet
+	brokers             []string
+	clientOpts          []kgo.Opt
+	produced            atomic.Int64
+	notes               []string
+	noFault             bool // recovery is "-"
+	recovery            time.Duration
+	partitions          int
+	row                 *resultRow
+}
+
+type scenarioOpts struct {
+	partitions             int // default 3
+	outConfigs, dlqConfigs map[string]*string
+	noOutput               bool // the scenario worker writes no responses
+	brokers                []string
+	clientOpts             []kgo.Opt
+}
+
+func strp(s string) *string { return &s }
+
+const maxMessageBytes = devbroker.DefaultMaxMessageBytes
+
+func newScenario(t *testing.T, name string, o scenarioOpts) *scenario {
+	t.Helper()
+	if o.partitions == 0 {
+		o.partitions = 3
+	}
+	if o.brokers == nil {
+		o.brokers = strings.Split(brk.Addr(), ",")
+	}
+	s := &scenario{t: t, name: name, brokers: o.brokers, partitions: o.partitions}
+	t.Cleanup(s.record)
+	s.clientOpts = append(devbroker.ClientOpts(maxMessageBytes), o.clientOpts...)
+	admCl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(s.brokers...)}, s.clientOpts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admCl.Close)
+	s.adm = kadm.NewClient(admCl)
+
+	base := "fault-" + strings.ToLower(sanitize(strings.TrimPrefix(t.Name(), "Test"))) + "-" + randHex(4)
+	s.in, s.out, s.dlq, s.group = base+"-in", base+"-out", base+"-dlq", base+"-group"
+	s.createTopic(s.in, o.partitions, nil)
+	if o.noOutput {
+		s.out = ""
+	} else {
+		s.createTopic(s.out, 3, o.outConfigs)
+	}
+	s.createTopic(s.dlq, 3, o.dlqConfigs)
+
+	s.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(s.brokers...),
+		kgo.DefaultProduceTopic(s.in),
+		// Spread by key (organizationId) over the partitions, as the seed's producers do.
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+	}, s.clientOpts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.prod.Close)
+
+	s.chk, err = checker.New(checker.Config{
+		Brokers: s.brokers, ClientOpts: s.clientOpts, InputTopic: s.in, OutputTopic: s.out, DLQTopic: s.dlq, Group: s.group,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.chk.Close)
+	s.chk.StartSampling()
+	return s
+}
+
+func (s *scenario) createTopic(name string, partitions int, configs map[string]*string) {
+	s.t.Helper()
+	cfgs := map[string]*string{"max.message.bytes": strp(fmt.Sprint(maxMessageBytes))}
+	for k, v := range configs {
+		cfgs[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := s.adm.CreateTopic(ctx, int32(partitions), -1, cfgs, name)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		s.t.Fatalf("create topic %s: %v", name, err)
+	}
+	// A real broker answers before the partitions have leaders.
+	for ctx.Err() == nil {
+		td, err := s.adm.ListTopics(ctx, name)
+		if err == nil && td[name].Err == nil && len(td[name].Partitions) == partitions {
+			ok := true
+			for _, p := range td[name].Partitions {
+				ok = ok && p.Err == nil && p.Leader >= 0
+			}
+			if ok {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		s.adm.DeleteTopic(ctx, name)
+	})
+}
+
+// env is the weekly-rollup pipeline's environment for this scenario.
+func (s *scenario) env(extra ...string) map[string]string {
+	env := map[string]string{
+		"KAFKA_BOOTSTRAP_SERVERS": strings.Join(s.brokers, ","),
+		"KAFKA_GROUP_ID":          s.group,
+		"INPUT_KAFKA_TOPIC":       s.in,
+		"OUTPUT_KAFKA_TOPIC":      s.out,
+		"DLQ_KAFKA_TOPIC":         s.dlq,
+	}
+	for i := 0; i+1 < len(extra); i += 2 {
+		env[extra[i]] = extra[i+1]
+	}
+	return env
+}
+
+// start starts one weekly-rollup instance.
+func (s *scenario) start(name string, extra ...string) *rollupProc {
+	return s.procs.add(startRollup(s.t, name, "weekly-rollup.yaml", s.env(extra...)))
+}
+
+// produce writes reqs synchronously, retrying through broker outages until ctx ends.
+func (s *scenario) produce(ctx context.Context, reqs ...request) error {
+	recs := make([]*kgo.Record, len(reqs))
+	for i, r := range reqs {
+		recs[i] = r.record(s.in)
+	}
+	if err := s.prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce %d records to %s: %w", len(recs), s.in, err)
+	}
+	s.produced.Add(int64(len(recs)))
+	return nil
+}
+
+func (s *scenario) mustProduce(reqs ...request) {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.produce(ctx, reqs...); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// flow produces mixed requests, one every interval, until stopped; stop returns how many.
+type flow struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	n      atomic.Int64
+	err    error
+}
+
+func (s *scenario) startFlow(interval time.Duration, next func(i int) request) *flow {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &flow{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for i := 0; ; i++ {
+			if err := s.produce(ctx, next(i)); err != nil {
+				if ctx.Err() == nil {
+					f.err = err
+				}
+				return
+			}
+			f.n.Add(1)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	s.t.Cleanup(f.stop)
+	return f
+}
+
+func (f *flow) stop() {
+	f.cancel()
+	<-f.done
+}
+
+// committed returns the group's committed total (end offsets minus lag).
+func (s *scenario) committed() int64 {
+	lag, end, err := s.chk.Lag(context.Background())
+	if err != nil {
+		return -1
+	}
+	return end - lag
+}
+
+// waitProgress waits until the group has committed more than from, i.e. some instance is
+// really consuming (ready only means connected).
+func (s *scenario) waitProgress(from int64, timeout time.Duration) int64 {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if c := s.committed(); c > from {
+			return c
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("no commit progress past %d within %v", from, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *scenario) note(format string, args ...any) {
+	s.notes = append(s.notes, fmt.Sprintf(format, args...))
+}
+
+// finishOpts say what a scenario's report must show beyond lost = 0 and misrouted = 0.
+type finishOpts struct {
+	maxDuplicated int               // -1: no bound
+	extra         []checker.Outcome // e.g. the worker's processed log lines
+	lagTimeout    time.Duration     // default 3 minutes
+	skipLagWait   bool              // the caller already waited
+	quiet         time.Duration     // extra read time for late duplicates, default 2s
+}
+
+// finish waits for lag 0 (recovery), reads every topic, records the row and asserts.
+func (s *scenario) finish(o finishOpts) checker.Report {
+	s.t.Helper()
+	if o.lagTimeout == 0 {
+		o.lagTimeout = 3 * time.Minute
+	}
+	if o.quiet == 0 {
+		o.quiet = 2 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.lagTimeout+2*time.Minute)
+	defer cancel()
+	if !o.skipLagWait {
+		lctx, lcancel := context.WithTimeout(ctx, o.lagTimeout)
+		rec, err := s.chk.WaitLagZero(lctx, s.produced.Load())
+		lcancel()
+		if err != nil {
+			s.t.Errorf("%s: %v", s.name, err)
+			s.note("lag did not reach 0")
+		}
+		s.recovery = rec
+	}
+	s.chk.StopSampling()
+	r, err := s.chk.Check(ctx, checker.ReadOptions{Quiet: o.quiet}, o.extra...)
+	if err != nil {
+		s.t.Fatalf("%s: check: %v", s.name, err)
+	}
+	s.t.Logf("%s: %s", s.name, r.String())
+
+	ok := true
+	if err := r.Err(); err != nil {
+		s.t.Errorf("%s: %v", s.name, err)
+		ok = false
+	}
+	if r.Inputs < int(s.produced.Load()) {
+		s.t.Errorf("%s: %d inputs read back, %d produced", s.name, r.Inputs, s.produced.Load())
+		ok = false
+	}
+	if o.maxDuplicated >= 0 && r.Duplicated > o.maxDuplicated {
+		s.t.Errorf("%s: %d duplicates, bound %d", s.name, r.Duplicated, o.maxDuplicated)
+		ok = false
+	}
+	if o.maxDuplicated > 0 {
+		s.note("dup bound %d", o.maxDuplicated)
+	}
+	if r.CommitSamples > 0 {
+		s.note("%d commit samples, %d violations", r.CommitSamples, r.CommitViolations)
+	}
+	if len(r.DeadLettersByStage) > 0 {
+		var st []string
+		for k, v := range r.DeadLettersByStage {
+			st = append(st, fmt.Sprintf("%s %d", k, v))
+		}
+		s.note("DLQ: %s", strings.Join(sortedStrings(st), ", "))
+	}
+	if r.Misrouted > 0 {
+		s.note("misrouted %d", r.Misrouted)
+	}
+	rec := "-"
+	if !s.noFault {
+		rec = fmt.Sprintf("%.1f", s.recovery.Seconds())
+	}
+	s.row = &resultRow{
+		scenario: s.name, records: r.Inputs, lost: r.Lost, duplicated: r.Duplicated, maxCopies: r.MaxCopies,
+		recovery: rec, passed: ok,
+	}
+	return r
+}
+
+// record adds the scenario's row to the table when the test ends, so that every later check
+// counts in its result; a scenario that stopped before finish gets a row saying so.
+func (s *scenario) record() {
+	row := s.row
+	if row == nil {
+		row = &resultRow{scenario: s.name, recovery: "-", records: int(s.produced.Load())}
+		s.note("stopped before the check (see the test log)")
+	}
+	row.passed = row.passed && !s.t.Failed()
+	row.notes = strings.Join(s.notes, "; ")
+	results.add(*row)
+}
+
+func sortedStrings(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return out
+}
