@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -50,6 +51,9 @@ type partitionState struct {
 	window     []flight      // handed out, ascending offsets; window[0] is never acked (popped)
 	nextOffset int64         // lowest offset add still accepts (-1: any); drops refetched duplicates
 
+	out      int  // deliveries of this partition with the pipeline (handed out, not yet settled)
+	draining bool // being revoked: nothing more is handed out while in-flight records finish
+
 	mark      kgo.EpochOffset // commit position; Offset < 0 until a record is finished
 	committed int64           // last offset committed successfully (-1: none)
 	highWater int64           // high watermark from the latest fetch (-1: unknown)
@@ -81,6 +85,10 @@ type partitionStats struct {
 type checkpointer struct {
 	limit  int
 	commit commitFunc
+	// revokeWait bounds how long a revoke waits for the partition's records still in the
+	// pipeline before it commits (0: no wait). Their acks then count, so a rebalance re-reads
+	// nothing this member finished; those still unfinished when it expires are re-read.
+	revokeWait time.Duration
 
 	commitMu sync.Mutex
 
@@ -162,7 +170,9 @@ func (c *checkpointer) forgetLocked(p *partitionState) {
 //
 //  1. Take commitMu. A periodic commit that read P's mark before this revoke finishes its round
 //     trip first, so its older offset can never reach the broker after the commit below and
-//     rewind P behind what the next owner starts from.
+//     rewind P behind what the next owner starts from. Then stop handing out P and wait, up to
+//     revokeWait, for P's records still in the pipeline (drainBeforeRevoke): their acks move the
+//     mark as usual, so the next owner re-reads only what did not finish in time.
 //  2. Take mu, the one mutex that guards every revoked flag and every mark. From here to step 4
 //     no ack can run, for any partition.
 //  3. Set P.revoked, drop P's buffered and retry records, remove P from the hand-out rotation
@@ -182,6 +192,8 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 
+	c.drainBeforeRevoke(ctx, tps)
+
 	c.mu.Lock()
 	offsets := make(map[string]map[int32]kgo.EpochOffset)
 	for _, tp := range tps {
@@ -200,6 +212,32 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 		return nil
 	}
 	return c.commit(ctx, offsets)
+}
+
+// drainBeforeRevoke stops handing out the partitions and waits, up to revokeWait, until none of
+// their records is still in the pipeline, so that their acks reach the marks before revoke reads
+// them (step 3 of its walkthrough). It holds commitMu (from revoke) but not mu while it waits: the
+// acks it waits for take mu, never commitMu.
+func (c *checkpointer) drainBeforeRevoke(ctx context.Context, tps []topicPartition) {
+	if c.revokeWait <= 0 {
+		return
+	}
+	quiet := func(mark bool) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		busy := false
+		for _, tp := range tps {
+			if p, ok := c.parts[tp]; ok {
+				p.draining = p.draining || mark
+				busy = busy || p.out > 0
+			}
+		}
+		return !busy
+	}
+	deadline := time.Now().Add(c.revokeWait)
+	for !quiet(true) && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // lost forgets the given partitions without committing: the group session is gone (kgo's
@@ -264,12 +302,16 @@ func (c *checkpointer) next() *delivery {
 	for range len(c.order) {
 		c.rr = (c.rr + 1) % len(c.order)
 		p := c.order[c.rr]
+		if p.draining {
+			continue
+		}
 		if len(p.retry) > 0 {
 			d := p.retry[0]
 			p.retry = p.retry[1:]
 			d.out = true
 			d.lag = p.lagAfter(d.rec.Offset)
 			c.outstanding++
+			p.out++
 			return d
 		}
 		if len(p.buffered) > 0 && len(p.window) < c.limit {
@@ -278,6 +320,7 @@ func (c *checkpointer) next() *delivery {
 			p.buffered = p.buffered[1:]
 			p.window = append(p.window, flight{offset: r.Offset, epoch: r.LeaderEpoch})
 			c.outstanding++
+			p.out++
 			return &delivery{p: p, rec: r, out: true, lag: p.lagAfter(r.Offset)}
 		}
 	}
@@ -302,6 +345,7 @@ func (c *checkpointer) ack(d *delivery, err error) (retryAttempt int, pauseChang
 		signal(c.drained)
 	}
 	p := d.p
+	p.out--
 	if p.revoked || (c.closed && err != nil) {
 		return 0, false
 	}

@@ -514,3 +514,56 @@ func TestCheckpointFailedCommitIsRetried(t *testing.T) {
 		t.Fatalf("%d commits, want 1: an unchanged position is not committed again", n)
 	}
 }
+
+// TestCheckpointRevokeWaitsForInFlight: with revokeWait, a revoke stops handing out the partition
+// and lets the records still in the pipeline finish, so it commits past them (the next owner
+// re-reads nothing this member finished); one that never finishes bounds the wait and is re-read.
+func TestCheckpointRevokeWaitsForInFlight(t *testing.T) {
+	tp := topicPartition{"t", 0}
+	rec := &commitRecorder{}
+	c := newCheckpointer(4, rec.commit)
+	c.revokeWait = 10 * time.Second
+	c.assign([]topicPartition{tp})
+	c.add(tp, 10, records(tp, 0, 10))
+	ds := handOut(c, 4) // 0..3 in the pipeline, 4..9 buffered
+	c.ack(ds[0], nil)
+
+	revoked := make(chan error, 1)
+	go func() { revoked <- c.revoke(context.Background(), []topicPartition{tp}) }()
+	// Until the in-flight records finish the revoke waits, and hands out nothing more.
+	for !func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.parts[tp] != nil && c.parts[tp].draining }() {
+		time.Sleep(time.Millisecond)
+	}
+	if d := c.next(); d != nil {
+		t.Fatalf("draining partition handed out offset %d", d.rec.Offset)
+	}
+	select {
+	case err := <-revoked:
+		t.Fatalf("revoke returned (%v) with 3 records still in the pipeline", err)
+	default:
+	}
+	for _, d := range ds[1:] {
+		c.ack(d, nil)
+	}
+	if err := <-revoked; err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := rec.last(tp); got != 4 {
+		t.Fatalf("revoke committed %d, want 4 (0..3 finished during the revoke)", got)
+	}
+
+	// A record that never finishes: the wait is bounded, and the commit stops before it.
+	tp2 := topicPartition{"t", 1}
+	c.revokeWait = 50 * time.Millisecond
+	c.assign([]topicPartition{tp2})
+	c.add(tp2, 3, records(tp2, 0, 3))
+	ds = handOut(c, 3)
+	c.ack(ds[0], nil)
+	c.ack(ds[2], nil)
+	if err := c.revoke(context.Background(), []topicPartition{tp2}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := rec.last(tp2); got != 1 {
+		t.Fatalf("revoke committed %d, want 1 (offset 1 never finished)", got)
+	}
+}

@@ -70,6 +70,9 @@ func startSession(ctx context.Context, in *kafkaInput) (*session, error) {
 		reported:   make(map[topicPartition]bool),
 	}
 	s.cp = newCheckpointer(in.limit, s.commitOffsets)
+	// On a revoke, records of the partition still in the pipeline get up to shutdown_timeout to
+	// finish, so that a rebalance (a rolling restart) re-reads nothing this member finished.
+	s.cp.revokeWait = in.shutdownTimeout
 	cl, err := kgo.NewClient(in.clientOpts(s)...)
 	if err != nil {
 		return nil, fmt.Errorf("create client: %w", err)
