@@ -163,7 +163,7 @@ func init() {
 		})
 }
 
-// kafkaInput is the `kafka` input. Each successful Connect starts a session (session.go: one
+// kafkaInput is the `kafka` input. Each successful Connect starts a session (input_kafka_session.go: one
 // client, its poll and commit loops, and a fresh checkpointer); a session that fails fatally makes
 // Read return ErrNotConnected, and Benthos calls Connect again, which replaces it.
 type kafkaInput struct {
