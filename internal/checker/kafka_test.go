@@ -171,11 +171,13 @@ func TestCheckerReadTargetWaitsForLateOutcomes(t *testing.T) {
 func TestCheckerWaitLagZeroTimesOut(t *testing.T) {
 	f := newFixture(t)
 	f.produceInputs(t, input(0, ""))
-	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := f.c.WaitLagZero(ctx, 1)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "lag 1 with 1 input records")
+	// The last poll's detail depends on where the deadline fell (a finished poll reports the lag,
+	// an interrupted one its request error); the verdict does not.
+	assert.Contains(t, err.Error(), "did not reach lag 0")
 }
 
 func TestOutcomeFromRecordMissingHeaders(t *testing.T) {
