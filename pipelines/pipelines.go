@@ -19,18 +19,9 @@ func File(name string) ([]byte, error) {
 	return files.ReadFile(name)
 }
 
-var registerGlobal = sync.OnceValue(func() error { return registerTemplates(nil) })
-
-// RegisterTemplates registers every template under templates/ with env; nil means the global
-// environment, which is done once however often it is called (main and tests both call it).
-func RegisterTemplates(env *service.Environment) error {
-	if env == nil {
-		return registerGlobal()
-	}
-	return registerTemplates(env)
-}
-
-func registerTemplates(env *service.Environment) error {
+// RegisterTemplates registers every template under templates/ with the global environment, once
+// however often it is called (main, the demo and tests all call it).
+var RegisterTemplates = sync.OnceValue(func() error {
 	names, err := fs.Glob(files, "templates/*.yaml")
 	if err != nil {
 		return err
@@ -40,14 +31,9 @@ func registerTemplates(env *service.Environment) error {
 		if err != nil {
 			return err
 		}
-		if env == nil {
-			err = service.RegisterTemplateYAML(string(b))
-		} else {
-			err = env.RegisterTemplateYAML(string(b))
-		}
-		if err != nil {
+		if err := service.RegisterTemplateYAML(string(b)); err != nil {
 			return fmt.Errorf("template %s: %w", n, err)
 		}
 	}
 	return nil
-}
+})

@@ -42,7 +42,7 @@ var (
 )
 
 func main() {
-	if err := pipelines.RegisterTemplates(nil); err != nil {
+	if err := pipelines.RegisterTemplates(); err != nil {
 		fmt.Fprintf(os.Stderr, "rollup: %v\n", err)
 		os.Exit(1)
 	}

@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func buildStream(configPath, addr string) (*service.Stream, error) {
-	if err := pipelines.RegisterTemplates(nil); err != nil {
+	if err := pipelines.RegisterTemplates(); err != nil {
 		return nil, err
 	}
 	conf, err := pipelines.File("weekly-rollup.yaml")

@@ -53,7 +53,7 @@ func TestReadinessPipelineOperations(t *testing.T) {
 		"LOG_LEVEL":               "INFO",
 		"LOG_FORMAT":              "json",
 	}
-	require.NoError(t, pipelines.RegisterTemplates(nil))
+	require.NoError(t, pipelines.RegisterTemplates())
 	conf, err := pipelines.File("weekly-rollup.yaml")
 	require.NoError(t, err)
 	sb := service.NewStreamBuilder()

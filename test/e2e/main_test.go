@@ -28,7 +28,7 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
-	if err := pipelines.RegisterTemplates(nil); err != nil {
+	if err := pipelines.RegisterTemplates(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: register templates: %v\n", err)
 		os.Exit(1)
 	}
