@@ -10,8 +10,9 @@ import (
 	"math"
 	"sync"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/rollup-dev/rollup/internal/inflate"
 )
 
 var (
@@ -193,15 +194,6 @@ const (
 	zstdWindowRatio = 1024
 )
 
-// gzipDecoder is a pooled gzip reader with the bytes.Reader it reads from, so
-// a decode allocates neither.
-type gzipDecoder struct {
-	zr gzip.Reader
-	br bytes.Reader
-}
-
-var gzipDecoders = sync.Pool{New: func() any { return new(gzipDecoder) }}
-
 // maxDeflateRatio is the most deflate can expand: 258 bytes per 2-bit symbol
 // gives a ratio just over 1032:1. An ISIZE above this times the input is a lie.
 const maxDeflateRatio = 1032
@@ -219,37 +211,30 @@ func gzipSizeHint(src []byte, maxDecoded int) int {
 	if isize == 0 || isize > int64(maxDecoded) || isize > int64(len(src))*maxDeflateRatio {
 		return fallback
 	}
-	return int(isize) + 1
+	return int(isize)
 }
 
-// gunzip decompresses a gzip stream (all members) into a new slice, reading to
-// EOF so the CRC-32 and length of every member are checked.
+// gunzip decompresses a gzip stream (all members) into a new slice, checking
+// the CRC-32 and length of every member. internal/inflate does the work: it
+// decodes straight into one flat slice, about 1.5 times as fast as
+// klauspost's streaming gzip reader (its BenchmarkGunzip).
 func gunzip(src []byte, maxDecoded int, codec string) ([]byte, error) {
-	d := gzipDecoders.Get().(*gzipDecoder)
-	defer func() {
-		d.br.Reset(nil) // drop the reference to src before pooling
-		gzipDecoders.Put(d)
-	}()
 	// The trailer's ISIZE is the last member's size mod 2^32, so the whole is at least that much:
 	// when it is over the cap (and possible for this input: a truncated stream ends in arbitrary
-	// bytes), refuse before inflating anything. A bomb with a forged trailer is still stopped by
-	// readCapped, at the cap.
+	// bytes), refuse before inflating anything. A bomb with a forged trailer is stopped by the
+	// decoder, at the cap.
 	if len(src) >= 18 {
 		isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
 		if isize > int64(maxDecoded) && isize <= int64(len(src))*maxDeflateRatio {
 			return nil, &capError{max: maxDecoded, detail: fmt.Sprintf("the gzip trailer declares %d bytes", isize)}
 		}
 	}
-	d.br.Reset(src)
-	if err := d.zr.Reset(&d.br); err != nil {
-		return nil, codecError(codec, err)
+	hint := min(gzipSizeHint(src, maxDecoded), presizeRatio*len(src), presizeLimit, maxDecoded)
+	out, err := inflate.Gunzip(make([]byte, 0, hint+inflate.Slack), src, maxDecoded)
+	if errors.Is(err, inflate.ErrTooLarge) {
+		return nil, &capError{max: maxDecoded}
 	}
-	out, err := readCapped(&d.zr, min(gzipSizeHint(src, maxDecoded), presizeRatio*len(src)), maxDecoded)
 	if err != nil {
-		var ce *capError
-		if errors.As(err, &ce) {
-			return nil, err
-		}
 		return nil, codecError(codec, err)
 	}
 	return out, nil

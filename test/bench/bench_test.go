@@ -11,9 +11,11 @@ func TestClassify(t *testing.T) {
 		frames []string
 		want   string
 	}{
-		{[]string{"runtime.memmove", "github.com/klauspost/compress/flate.(*decompressor).Read",
-			"github.com/rollup-dev/rollup/plugins/payload.readCapped", "github.com/rollup-dev/rollup/plugins/payload.gunzip",
+		{[]string{"runtime.memmove", "github.com/klauspost/compress/zstd.(*Decoder).Read",
+			"github.com/rollup-dev/rollup/plugins/payload.readCapped", "github.com/rollup-dev/rollup/plugins/payload.unzstd",
 			"github.com/redpanda-data/benthos/v4/internal/pipeline.(*Processor).loop"}, stDecode},
+		{[]string{"hash/crc32.ieeeCLMUL", "github.com/rollup-dev/rollup/internal/inflate.(*decoder).inflate",
+			"github.com/rollup-dev/rollup/internal/inflate.Gunzip"}, stDecode},
 		{[]string{"github.com/klauspost/compress/flate.(*fastEncL5).Encode",
 			"github.com/rollup-dev/rollup/plugins/payload.(*gzipWriters).compress"}, stEncode},
 		{[]string{"github.com/rollup-dev/rollup/plugins/rollup.parseNumber"}, stRollup},

@@ -214,6 +214,8 @@ func stageOf(f string) string {
 		return false
 	}
 	switch {
+	case has("rollup-dev/rollup/internal/inflate."):
+		return stDecode
 	case has("rollup-dev/rollup/plugins/payload."):
 		if has("ecode", "unbase64", "gunzip", "unzstd", "readCapped", "Scratch", "gzipSizeHint") {
 			return stDecode
