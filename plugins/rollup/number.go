@@ -25,7 +25,7 @@ func parseNumber(src []byte, i int) (float64, int, bool) {
 	}
 	// The digit loops do not check for overflow: with more than 19 digits m is discarded below.
 	var m uint64
-	nd, frac := 0, 0
+	nd, frac, exp := 0, 0, 0
 	switch {
 	case i >= len(src):
 		return 0, i, false
@@ -42,6 +42,12 @@ func parseNumber(src []byte, i int) (float64, int, bool) {
 	if i < len(src) && src[i] == '.' {
 		i++
 		d := i
+		// "6.0", Python's repr of a whole float and the commonest number in requests: the value is
+		// the integer part, with no division by a power of ten (whose latency shows).
+		if i+1 < len(src) && src[i] == '0' && src[i+1]-'0' > 9 {
+			i++
+			goto exponent
+		}
 		// Long fractions (uniform random values have 16 or 17 digits): eight digits at once first.
 		// For short runs the plain loop is faster than any SWAR trick (measured).
 		if len(src)-i >= 8 {
@@ -59,7 +65,7 @@ func parseNumber(src []byte, i int) (float64, int, bool) {
 		frac = i - d
 		nd += frac
 	}
-	exp := 0
+exponent:
 	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
 		i++
 		eneg := false
