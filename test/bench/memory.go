@@ -8,25 +8,32 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/rollup-dev/rollup/internal/gen"
 )
 
-// KAFKA_CHECKPOINT_LIMIT's default in pipelines/weekly-rollup.yaml, and the kafka input's
-// fetch_max_bytes default (the pipeline does not set it).
-const (
-	defaultCheckpointLimit = 64
-	fetchMaxBytes          = 64 << 20
-)
+// fetchMaxBytes is the kafka input's fetch_max_bytes default (the pipeline does not set it).
+const fetchMaxBytes = 64 << 20
 
-// checkpointLimit is the limit the rollup processes run with (-env may override it).
+// checkpointLimit is the limit the rollup processes run with: -env's KAFKA_CHECKPOINT_LIMIT, else
+// the default written in the measured pipeline, read from it so the two cannot drift apart.
 func (b *bench) checkpointLimit() int {
 	if v, err := strconv.Atoi(b.extraEnv["KAFKA_CHECKPOINT_LIMIT"]); err == nil && v > 0 {
 		return v
 	}
-	return defaultCheckpointLimit
+	yaml, err := os.ReadFile(filepath.Join(b.repo, b.pipeline))
+	if err != nil {
+		panic(fmt.Sprintf("bench: reading the pipeline for its checkpoint limit: %v", err))
+	}
+	m := regexp.MustCompile(`\$\{KAFKA_CHECKPOINT_LIMIT:(\d+)\}`).FindSubmatch(yaml)
+	if m == nil {
+		panic(fmt.Sprintf("bench: %s sets no ${KAFKA_CHECKPOINT_LIMIT:n} default", b.pipeline))
+	}
+	v, _ := strconv.Atoi(string(m[1]))
+	return v
 }
 
 // heldRecords is how many fetched records a consumer can hold at once: per partition, up to the
