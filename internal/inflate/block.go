@@ -62,27 +62,28 @@ func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint3
 	e := lt[bits&(1<<litBits-1)]
 	status := nearEnd
 	for pos <= inEnd && op <= outEnd {
-		// Here nbits >= 56.
+		// Here nbits >= 56. (Shift counts are masked with 63, a no-op for them, so
+		// that Go need not handle counts of 64 or more.)
 		if e&fSub != 0 {
 			e = lt[e>>16+uint32(bits>>litBits)&(1<<(e>>8&15)-1)]
 		}
 		if e&fLit != 0 {
-			bits >>= e & 0xff
-			nbits -= uint(e & 0xff)
+			bits >>= e & 63
+			nbits -= uint(e & 63)
 			out[op] = byte(e >> 16)
 			op++
 			// Up to two more literals before the refill: three codewords take at
 			// most 45 of the 56 bits, leaving litBits for the next lookup.
 			e = lt[bits&(1<<litBits-1)]
 			if e&fLit != 0 {
-				bits >>= e & 0xff
-				nbits -= uint(e & 0xff)
+				bits >>= e & 63
+				nbits -= uint(e & 63)
 				out[op] = byte(e >> 16)
 				op++
 				e = lt[bits&(1<<litBits-1)]
 				if e&fLit != 0 {
-					bits >>= e & 0xff
-					nbits -= uint(e & 0xff)
+					bits >>= e & 63
+					nbits -= uint(e & 63)
 					out[op] = byte(e >> 16)
 					op++
 					e = lt[bits&(1<<litBits-1)]
@@ -94,8 +95,8 @@ func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint3
 			continue
 		}
 		if e&flagMask != 0 { // end of block, or a bad codeword
-			bits >>= e & 0xff
-			nbits -= uint(e & 0xff)
+			bits >>= e & 63
+			nbits -= uint(e & 63)
 			status = endOfBlock
 			if e&fBad != 0 {
 				status = badSymbol
@@ -104,19 +105,19 @@ func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint3
 		}
 
 		// A length, then its distance.
-		n := e & 0xff
-		length := int(e>>16) + int(bits>>n&(1<<(e>>8&15)-1))
+		n := e & 63
+		length := int(e>>16) + int(bits>>(n&63)&(1<<(e>>8&15)-1))
 		n += e >> 8 & 15
-		bits >>= n
+		bits >>= n & 63
 		nbits -= uint(n)
 		de := dt[bits&(1<<distBits-1)]
 		if de&fSub != 0 {
 			de = dt[de>>16+uint32(bits>>distBits)&(1<<(de>>8&15)-1)]
 		}
-		n = de & 0xff
-		dist := int(de>>16) + int(bits>>n&(1<<(de>>8&15)-1))
+		n = de & 63
+		dist := int(de>>16) + int(bits>>(n&63)&(1<<(de>>8&15)-1))
 		n += de >> 8 & 15
-		bits >>= n
+		bits >>= n & 63
 		nbits -= uint(n)
 		if de&fBad != 0 || dist > op {
 			status = badSymbol
