@@ -35,13 +35,14 @@ const (
 // maxMatch is the longest back-reference.
 const maxMatch = 258
 
-// fastSymbols decodes symbols while a whole one (at most 3 literals, or one
-// match) fits without a check: 8 bytes of input are left for the refill, and
-// the output has room for maxMatch bytes plus the copy slack, within the limit.
+// fastSymbols decodes symbols while a whole step (up to three literal lookups
+// of one or two literals each, or one match) fits without a check: 8 bytes of
+// input are left for the refill, and the output has room for maxMatch bytes
+// plus the copy slack, within the limit.
 //
-// One refill (to at least 56 bits) covers one step: three literal codewords
-// (15 bits each), or a litlen codeword (15), its extra bits (5), a distance
-// codeword (15) and its extra bits (13), 48 in all.
+// One refill (to at least 56 bits) covers one step: three literal lookups (15
+// bits each at most, a pair fits in litBits), or a litlen codeword (15), its
+// extra bits (5), a distance codeword (15) and its extra bits (13), 48 in all.
 func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint32) int {
 	in, pos, bits, nbits := d.in, d.pos, d.bits, d.nbits
 	// The output as seen from this stream's start, so that a distance is
@@ -70,22 +71,24 @@ func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint3
 		if e&fLit != 0 {
 			bits >>= e & 63
 			nbits -= uint(e & 63)
-			out[op] = byte(e >> 16)
-			op++
-			// Up to two more literals before the refill: three codewords take at
-			// most 45 of the 56 bits, leaving litBits for the next lookup.
+			// One literal or two (fTwo): both bytes are written either way, the
+			// second lands in the slack when it is not one.
+			binary.LittleEndian.PutUint16(out[op:], uint16(e>>16))
+			op += 1 + int(e>>11&1)
+			// Up to two more lookups before the refill: three take at most 45 of
+			// the 56 bits, leaving litBits for the next lookup.
 			e = lt[bits&(1<<litBits-1)]
 			if e&fLit != 0 {
 				bits >>= e & 63
 				nbits -= uint(e & 63)
-				out[op] = byte(e >> 16)
-				op++
+				binary.LittleEndian.PutUint16(out[op:], uint16(e>>16))
+				op += 1 + int(e>>11&1)
 				e = lt[bits&(1<<litBits-1)]
 				if e&fLit != 0 {
 					bits >>= e & 63
 					nbits -= uint(e & 63)
-					out[op] = byte(e >> 16)
-					op++
+					binary.LittleEndian.PutUint16(out[op:], uint16(e>>16))
+					op += 1 + int(e>>11&1)
 					e = lt[bits&(1<<litBits-1)]
 				}
 			}
@@ -182,11 +185,15 @@ func (d *decoder) slowSymbol(lt *[litTableSize]uint32, dt *[distTableSize]uint32
 	switch {
 	case e&fLit != 0:
 		d.take(uint(e & 0xff))
-		if err := d.room(1); err != nil {
+		n := 1 + int(e>>11&1) // fTwo: two literals
+		if err := d.room(n); err != nil {
 			return false, err
 		}
 		d.out[d.op] = byte(e >> 16)
-		d.op++
+		if n == 2 {
+			d.out[d.op+1] = byte(e >> 24)
+		}
+		d.op += n
 		return false, nil
 	case e&fBad != 0:
 		d.take(uint(e & 0xff))

@@ -19,6 +19,11 @@ const (
 	fSub = 1 << 14 // main-table entry: the code is longer, look in the subtable
 	fLit = 1 << 15 // literal byte
 
+	// fTwo marks a literal entry holding two literals (value bits 16-23, then
+	// 24-31) whose codewords together fit the main table. It sits in the extra
+	// bits field, which literals do not use.
+	fTwo = 1 << 11
+
 	flagMask = fBad | fEOB | fSub | fLit
 )
 
@@ -192,5 +197,28 @@ func build(table []uint32, lens []uint8, templ []uint32, tableBits uint) bool {
 			table[start+i] = e
 		}
 	}
+	if tableBits == litBits {
+		pairLiterals(main)
+	}
 	return true
+}
+
+// pairLiterals turns main-table literal entries into two-literal ones where
+// the next codeword is a literal that also fits in the entry's index bits: one
+// lookup then decodes both (numbers in JSON are runs of short literal codes).
+// Going down from the top, each entry reads the one it leads to, at a lower
+// index, before that is changed.
+func pairLiterals(main []uint32) {
+	for i := len(main) - 1; i >= 0; i-- {
+		e1 := main[i]
+		if e1&(fLit|fTwo) != fLit {
+			continue
+		}
+		l1 := e1 & 63
+		e2 := main[i>>l1]
+		if e2&(fLit|fTwo) != fLit || l1+e2&63 > litBits {
+			continue
+		}
+		main[i] = fLit | fTwo | (e1>>16|(e2>>16)<<8)<<16 | (l1 + e2&63)
+	}
 }
