@@ -7,7 +7,10 @@
 // at a time through an interface. Here the whole compressed input is in
 // memory and the output is one slice, so back-references copy within the
 // output 8 bytes at a time, the bit buffer is refilled 8 bytes at a time, and
-// Huffman codes are decoded with one table lookup (libdeflate's design).
+// Huffman codes are decoded with one table lookup (libdeflate's design), two
+// literals at once where both codewords fit the table's index bits. On the
+// service's requests it is about twice as fast as klauspost's gzip reader
+// (BenchmarkGunzip).
 //
 // It accepts exactly the streams klauspost/compress/gzip accepts, with the
 // same output; the tests and the fuzz target check that against it.
