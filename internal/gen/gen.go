@@ -44,6 +44,16 @@ func Defaults(seed uint64) Options {
 	}
 }
 
+// Large100k is the request the one-core benchmarks use: 1 x 5 x 2 groups x 60 weeks x 168 hours =
+// 100,800 rows, about 34 MB of JSON.
+func Large100k(seed uint64) Options {
+	o := Defaults(seed)
+	o.Langs = []string{"English", "Spanish", "French", "German", "Portuguese"}
+	o.Centers = []string{"North", "South"}
+	o.Weeks = 60
+	return o
+}
+
 // Rows is how many hourly rows Request will write for o.
 func (o Options) Rows() int {
 	return len(o.ContactTypes) * len(o.Langs) * len(o.Centers) * o.Weeks * 168

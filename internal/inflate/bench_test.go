@@ -15,11 +15,7 @@ import (
 // level 5), with this package and with klauspost/compress/gzip into a presized buffer. Run with
 // -cpu 1; MB/s is of output.
 func BenchmarkGunzip(b *testing.B) {
-	o := gen.Defaults(42)
-	o.Langs = []string{"English", "Spanish", "French", "German", "Portuguese"}
-	o.Centers = []string{"North", "South"}
-	o.Weeks = 60
-	js := gen.Request(o)
+	js := gen.Request(gen.Large100k(42))
 	for _, enc := range []string{"stdlib-9", "klauspost-5"} {
 		src := compressors[enc](js)
 		b.Run(enc+"/inflate", func(b *testing.B) {

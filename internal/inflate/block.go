@@ -76,7 +76,8 @@ func (d *decoder) fastSymbols(lt *[litTableSize]uint32, dt *[distTableSize]uint3
 			binary.LittleEndian.PutUint16(out[op:], uint16(e>>16))
 			op += 1 + int(e>>11&1)
 			// Up to two more lookups before the refill: three take at most 45 of
-			// the 56 bits, leaving litBits for the next lookup.
+			// the 56 bits, leaving litBits for the next lookup. Written out rather
+			// than as a loop: the loop measured about 4 % slower.
 			e = lt[bits&(1<<litBits-1)]
 			if e&fLit != 0 {
 				bits >>= e & 63

@@ -11,10 +11,7 @@ import (
 // core (`make bench` uses -cpu 1): base64 → gunzip → weekly rollup → gzip → base64, for a
 // 100k-row request in the seed's wire format. rows/s is the figure issue 2 targets.
 func BenchmarkChain100k(b *testing.B) {
-	o := gen.Defaults(42)
-	o.Langs = []string{"English", "Spanish", "French", "German", "Portuguese"}
-	o.Centers = []string{"North", "South"}
-	o.Weeks = 60 // 1 x 5 x 2 groups x 60 weeks x 168 hours = 100,800 rows
+	o := gen.Large100k(42)
 	wire := gen.Encode(gen.Request(o))
 	agg, err := NewAggregator(DefaultConfig())
 	if err != nil {
