@@ -76,7 +76,7 @@ func (d *decoder) refill() error {
 		d.nbits |= 56
 		return nil
 	}
-	for d.nbits <= 56 {
+	for d.nbits < 56 { // stops at 63 at most: the 8-byte refill needs nbits < 64
 		if d.pos < len(d.in) {
 			d.bits |= uint64(d.in[d.pos]) << d.nbits
 			d.pos++
