@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
@@ -19,17 +20,25 @@ var decoders = sync.Pool{New: func() any { return new(decoder) }}
 // grown by doubling, so give dst the expected capacity plus Slack to decode
 // without a copy.
 //
-// Errors are those of klauspost/compress/gzip, whose behaviour this copies:
+// It accepts the streams klauspost/compress/gzip accepts, with the same
+// output, but for one bug of klauspost's: a dynamic block with an empty
+// distance code that still sends a match is refused here and by Go's
+// compress/gzip, while klauspost decodes the match with the previous block's
+// distance code. (Go's compress/gzip in turn accepts reserved header flags,
+// which RFC 1952, klauspost and this package refuse.) Errors are the same kinds:
 // io.ErrUnexpectedEOF for a cut-off stream, gzip.ErrHeader for a bad header
 // (including bytes after the last member that are not another member),
-// gzip.ErrChecksum for a wrong CRC or length, flate.CorruptInputError for
-// a bad DEFLATE stream.
+// gzip.ErrChecksum for a wrong CRC or length, flate.CorruptInputError for a
+// bad DEFLATE stream; a stream both corrupt and cut short may be called
+// corrupt here where they call it truncated (they wait for more bits before
+// decoding a symbol).
 func Gunzip(dst, src []byte, limit int) (out []byte, err error) {
 	d := decoders.Get().(*decoder)
 	defer func() {
 		// A bug here must cost one request, not the process: the service would
-		// crash on the same record again after every restart. The fuzz targets
-		// have never reached this; a decoder that panicked is not reused.
+		// crash on the same record again after every restart. The tests call
+		// gunzip, without this, so that a panic fails them. A decoder that
+		// panicked is not reused.
 		if r := recover(); r != nil {
 			out, err = nil, fmt.Errorf("inflate: internal error (a bug; please report it with the payload): %v", r)
 			return
@@ -37,6 +46,12 @@ func Gunzip(dst, src []byte, limit int) (out []byte, err error) {
 		d.in, d.out = nil, nil // drop the caller's buffers before pooling
 		decoders.Put(d)
 	}()
+	return d.gunzip(dst, src, limit)
+}
+
+// gunzip is Gunzip with a decoder of its own.
+func (d *decoder) gunzip(dst, src []byte, limit int) ([]byte, error) {
+	limit = min(limit, math.MaxInt-Slack) // grow adds Slack to it
 	d.in, d.pos = src, 0
 	d.out, d.op, d.limit = dst[:cap(dst)], len(dst), limit
 	if len(dst) > limit {

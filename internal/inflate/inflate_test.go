@@ -2,11 +2,16 @@ package inflate
 
 import (
 	"bytes"
+	stdflate "compress/flate"
 	stdgzip "compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
+	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/klauspost/compress/flate"
@@ -18,21 +23,34 @@ import (
 )
 
 // reference decodes src with klauspost/compress/gzip, the decoder this one
-// must agree with.
+// replaced. It follows RFC 1952 on headers where Go's compress/gzip does not
+// (it refuses reserved flag bits), but it has one bug in DEFLATE that this
+// package must not copy (see TestStaleDistanceCodeRefused): where it accepts
+// a stream that Go's compress/gzip refuses, refusal is right.
 func reference(src []byte) ([]byte, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(src))
 	if err != nil {
 		return nil, err
 	}
-	return io.ReadAll(zr)
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, err
+	}
+	if zr, err := stdgzip.NewReader(bytes.NewReader(src)); err != nil {
+		return nil, fmt.Errorf("klauspost accepts, compress/gzip refuses: %w", err)
+	} else if _, err := io.ReadAll(zr); err != nil {
+		return nil, fmt.Errorf("klauspost accepts, compress/gzip refuses: %w", err)
+	}
+	return out, nil
 }
 
-// agree checks that Gunzip and the reference both refuse src, or both give
-// the same bytes. It returns Gunzip's error.
+// agree checks that gunzip and the reference both refuse src, or both give
+// the same bytes. It returns gunzip's error. It calls gunzip, not Gunzip, so
+// that a panic is not turned into an error and fails the test.
 func agree(t testing.TB, src []byte) error {
 	t.Helper()
 	want, wantErr := reference(src)
-	got, err := Gunzip(nil, src, 1<<30)
+	got, err := new(decoder).gunzip(nil, src, 1<<30)
 	if wantErr != nil {
 		if err == nil {
 			t.Fatalf("reference refuses (%v), Gunzip gives %d bytes; input %d bytes %x", wantErr, len(got), len(src), head(src))
@@ -136,22 +154,35 @@ func TestGunzipMembers(t *testing.T) {
 	assert.Equal(t, "prefix first member "+string(bytes.Repeat([]byte("second member "), 1000))+"first member ", string(got))
 	require.NoError(t, agree(t, joined))
 
-	// A distance may not reach into the previous member's output.
-	require.Error(t, agree(t, append(bytes.Clone(a), crossMember()...)))
+	// A distance may not reach into the previous member's output, nor into
+	// what dst held. The member's trailer is what a decoder that let it would
+	// check: three copies of the byte before it.
+	var ce flate.CorruptInputError
+	err = agree(t, append(bytes.Clone(a), crossMember(' ')...))
+	require.ErrorAs(t, err, &ce)
+	_, err = new(decoder).gunzip([]byte("prefix"), crossMember('x'), 1<<20)
+	require.ErrorAs(t, err, &ce)
 }
 
 // crossMember is a gzip member whose DEFLATE stream starts with a
-// back-reference (a fixed-code block: length 3, distance 1).
-func crossMember() []byte {
+// back-reference (a fixed-code block: length 3, distance 1), with the trailer
+// of "ccc", what the reference would give if it could reach c before it.
+func crossMember(c byte) []byte {
 	var bw bitWriter
 	bw.write(1, 1)             // final
 	bw.write(1, 2)             // fixed codes
 	bw.writeCode(0b0000001, 7) // symbol 257: length 3
 	bw.writeCode(0b00000, 5)   // distance symbol 0: distance 1
 	bw.writeCode(0b0000000, 7) // end of block
-	member := []byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
-	member = append(member, bw.bytes()...)
-	return append(member, 0, 0, 0, 0, 3, 0, 0, 0)
+	return gzipMember(bw.bytes(), []byte{c, c, c})
+}
+
+// gzipMember wraps a raw DEFLATE stream in a gzip member whose trailer is
+// that of out.
+func gzipMember(deflate, out []byte) []byte {
+	m := append([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}, deflate...)
+	m = binary.LittleEndian.AppendUint32(m, crc32.ChecksumIEEE(out))
+	return binary.LittleEndian.AppendUint32(m, uint32(len(out)))
 }
 
 // bitWriter writes DEFLATE bit fields: values least significant bit first,
@@ -245,16 +276,123 @@ func TestGunzipLimit(t *testing.T) {
 			dst := make([]byte, 0, len(js)+Slack)
 			got, err = Gunzip(dst, src, len(js))
 			require.NoError(t, err)
-			require.Equal(t, &dst[:1][0], &got[0])
+			require.Same(t, &dst[:1][0], &got[0])
 		})
 	}
 }
 
 // A bomb is stopped at the limit: the output never grows past it.
 func TestGunzipBombStopsAtLimit(t *testing.T) {
+	const limit = 1<<20 + 100_000 // not a power of two: the last step is cut to the limit
 	bomb := compressors["klauspost-9"](make([]byte, 64<<20))
-	_, err := Gunzip(nil, bomb, 1<<20)
+	_, err := Gunzip(nil, bomb, limit)
 	require.ErrorIs(t, err, ErrTooLarge)
-	allocs := testing.AllocsPerRun(3, func() { _, _ = Gunzip(nil, bomb, 1<<20) })
-	assert.LessOrEqual(t, allocs, 12.0) // doubling from 4 KiB to 1 MiB
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _ = Gunzip(nil, bomb, limit)
+	runtime.ReadMemStats(&after)
+	// Doubling from 4 KiB to 1 MiB, then limit+Slack: under three times the limit in all.
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(3*(limit+Slack)))
+}
+
+// A limit near MaxInt means no limit; adding the slack to it must not overflow.
+func TestGunzipHugeLimit(t *testing.T) {
+	js := bytes.Repeat([]byte("x"), 10_000)
+	src := compressors["klauspost-5"](js)
+	for _, limit := range []int{math.MaxInt, math.MaxInt - 1, math.MaxInt - Slack} {
+		got, err := new(decoder).gunzip(nil, src, limit)
+		require.NoError(t, err, "limit %d", limit)
+		require.Equal(t, js, got)
+	}
+}
+
+// klauspost/compress's decoder keeps a block's distance code when the next
+// block's is empty (its huffmanDecoder.init returns before clearing its
+// table), so a match in that block decodes with the stale code. Go's
+// compress/flate refuses the stream as corrupt, and so does this package.
+func TestStaleDistanceCodeRefused(t *testing.T) {
+	lit := make([]int, 259)
+	lit['a'], lit[256], lit[257], lit[258] = 2, 2, 2, 2
+	var bw bitWriter
+	b1 := newDynamicBlock(lit, []int{1, 1})
+	b1.header(&bw, false)
+	b1.lit(&bw, 'a')
+	b1.lit(&bw, 257) // length 3
+	b1.dist(&bw, 0)  // distance 1
+	b1.lit(&bw, 256)
+	b2 := newDynamicBlock(lit, []int{0}) // an empty distance code
+	b2.header(&bw, true)
+	b2.lit(&bw, 'a')
+	b2.lit(&bw, 257)
+	bw.write(0, 1) // what block 1's distance code reads as distance 1
+	b2.lit(&bw, 256)
+	raw := bw.bytes()
+
+	_, err := io.ReadAll(stdflate.NewReader(bytes.NewReader(raw)))
+	require.Error(t, err, "compress/flate")
+	got, err := io.ReadAll(flate.NewReader(bytes.NewReader(raw)))
+	require.NoError(t, err, "klauspost's flate (if it refuses now, its bug is fixed)")
+	require.Equal(t, "aaaaaaaa", string(got))
+
+	var ce flate.CorruptInputError
+	_, err = new(decoder).gunzip(nil, gzipMember(raw, got), 1<<20)
+	require.ErrorAs(t, err, &ce)
+}
+
+// dynamicBlock writes a dynamic-Huffman block with the given codeword lengths
+// (a flat precode: each length 0 to 15 is the 4-bit codeword of its value).
+type dynamicBlock struct {
+	litLens, distLens   []int
+	litCodes, distCodes []uint32
+}
+
+func newDynamicBlock(lit, dist []int) *dynamicBlock {
+	return &dynamicBlock{litLens: lit, distLens: dist, litCodes: canonical(lit), distCodes: canonical(dist)}
+}
+
+func (b *dynamicBlock) header(bw *bitWriter, final bool) {
+	if final {
+		bw.write(1, 1)
+	} else {
+		bw.write(0, 1)
+	}
+	bw.write(2, 2)
+	bw.write(uint32(len(b.litLens)-257), 5)
+	bw.write(uint32(len(b.distLens)-1), 5)
+	bw.write(numPre-4, 4)
+	for _, s := range codeOrder {
+		if s < 16 {
+			bw.write(4, 3)
+		} else {
+			bw.write(0, 3) // the repeat codes are not used
+		}
+	}
+	for _, l := range append(append([]int{}, b.litLens...), b.distLens...) {
+		bw.writeCode(uint32(l), 4)
+	}
+}
+
+func (b *dynamicBlock) lit(bw *bitWriter, s int)  { bw.writeCode(b.litCodes[s], uint(b.litLens[s])) }
+func (b *dynamicBlock) dist(bw *bitWriter, s int) { bw.writeCode(b.distCodes[s], uint(b.distLens[s])) }
+
+// canonical assigns canonical Huffman codewords to codeword lengths.
+func canonical(lens []int) []uint32 {
+	var count [16]uint32
+	for _, l := range lens {
+		count[l]++
+	}
+	count[0] = 0
+	var next [16]uint32
+	for l, code := 1, uint32(0); l < 16; l++ {
+		code = (code + count[l-1]) << 1
+		next[l] = code
+	}
+	codes := make([]uint32, len(lens))
+	for s, l := range lens {
+		if l > 0 {
+			codes[s] = next[l]
+			next[l]++
+		}
+	}
+	return codes
 }
