@@ -39,15 +39,14 @@ func parseNumber(src []byte, i int) (float64, int, bool) {
 	default:
 		return 0, i, false
 	}
-	if i < len(src) && src[i] == '.' {
-		i++
-		d := i
+	switch {
+	case i+2 < len(src) && src[i] == '.' && src[i+1] == '0' && src[i+2]-'0' > 9:
 		// "6.0", Python's repr of a whole float and the commonest number in requests: the value is
 		// the integer part, with no division by a power of ten (whose latency shows).
-		if i+1 < len(src) && src[i] == '0' && src[i+1]-'0' > 9 {
-			i++
-			goto exponent
-		}
+		i += 2
+	case i < len(src) && src[i] == '.':
+		i++
+		d := i
 		// Long fractions (uniform random values have 16 or 17 digits): eight digits at once first.
 		// For short runs the plain loop is faster than any SWAR trick (measured).
 		if len(src)-i >= 8 {
@@ -65,7 +64,6 @@ func parseNumber(src []byte, i int) (float64, int, bool) {
 		frac = i - d
 		nd += frac
 	}
-exponent:
 	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
 		i++
 		eneg := false
