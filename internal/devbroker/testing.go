@@ -107,12 +107,25 @@ func uniqueName(base string) string {
 	return base + "-" + hex.EncodeToString(buf[:])
 }
 
-// Topic creates a topic named base plus a unique suffix and returns the name.
-// partitions < 1 means DefaultPartitions. configs are topic configs; unless
-// they set max.message.bytes it is DefaultMaxMessageBytes, so large records
-// work on a real broker too. It waits until every partition has a leader.
-// On a real broker the topic is deleted when the test ends.
+// Topic creates a topic named base plus a unique suffix and returns the name;
+// see CreateTopic.
 func (b *TestBroker) Topic(t testing.TB, base string, partitions int, configs map[string]*string) string {
+	t.Helper()
+	name := b.TopicName(base)
+	b.CreateTopic(t, name, partitions, configs)
+	return name
+}
+
+// TopicName returns base plus a unique suffix, for a topic a test creates
+// later (or never) with CreateTopic.
+func (b *TestBroker) TopicName(base string) string { return uniqueName(base) }
+
+// CreateTopic creates the topic name. partitions < 1 means DefaultPartitions.
+// configs are topic configs; unless they set max.message.bytes it is
+// DefaultMaxMessageBytes, so large records work on a real broker too. It waits
+// until every partition has a leader. On a real broker the topic is deleted
+// when the test ends.
+func (b *TestBroker) CreateTopic(t testing.TB, name string, partitions int, configs map[string]*string) {
 	t.Helper()
 	if partitions < 1 {
 		partitions = DefaultPartitions
@@ -125,8 +138,6 @@ func (b *TestBroker) Topic(t testing.TB, base string, partitions int, configs ma
 		v := fmt.Sprint(DefaultMaxMessageBytes)
 		cfgs["max.message.bytes"] = &v
 	}
-	name := uniqueName(base)
-
 	ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
 	defer cancel()
 	// Replication factor -1: the broker's default, which is valid on a
@@ -157,7 +168,7 @@ func (b *TestBroker) Topic(t testing.TB, base string, partitions int, configs ma
 		details, err := b.Admin.ListTopics(ctx, name)
 		if err == nil {
 			if td, ok := details[name]; ok && td.Err == nil && len(td.Partitions) == partitions && allLed(td) {
-				return name
+				return
 			}
 		}
 		select {

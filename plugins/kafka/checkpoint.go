@@ -89,19 +89,22 @@ type checkpointer struct {
 	// pipeline before it commits (0: no wait). Their acks then count, so a rebalance re-reads
 	// nothing this member finished; those still unfinished when it expires are re-read.
 	revokeWait time.Duration
+	// commitTimeout bounds the commit round trip of a revoke. It starts when the drain ends, so
+	// a drain that uses its whole budget still leaves the commit a full round trip: the acks
+	// the drain waited for are committed rather than thrown away with an expired deadline.
+	commitTimeout time.Duration
 
 	commitMu sync.Mutex
 
-	mu          sync.Mutex
-	parts       map[topicPartition]*partitionState
-	order       []*partitionState // hand-out round robin over parts
-	rr          int
-	outstanding int  // deliveries with the pipeline
-	closed      bool // shutting down: nothing more is handed out
+	mu      sync.Mutex
+	parts   map[topicPartition]*partitionState
+	order   []*partitionState // hand-out round robin over parts
+	rr      int
+	closed  bool      // shutting down: nothing more is handed out, no ack is waited for
+	closeBy time.Time // while closed: the deadline of every commit still to come
 
-	ready   chan struct{} // cap 1: next() may find something now
-	drained chan struct{} // cap 1: outstanding dropped to zero
-	moved   chan struct{} // cap 1: a commit position moved forward (the commit loop commits now)
+	ready chan struct{} // cap 1: next() may find something now
+	moved chan struct{} // cap 1: a commit position moved forward (the commit loop commits now)
 }
 
 func newCheckpointer(limit int, commit commitFunc) *checkpointer {
@@ -109,12 +112,12 @@ func newCheckpointer(limit int, commit commitFunc) *checkpointer {
 		limit = 1
 	}
 	return &checkpointer{
-		limit:   limit,
-		commit:  commit,
-		parts:   make(map[topicPartition]*partitionState),
-		ready:   make(chan struct{}, 1),
-		drained: make(chan struct{}, 1),
-		moved:   make(chan struct{}, 1),
+		limit:         limit,
+		commit:        commit,
+		commitTimeout: commitTimeout,
+		parts:         make(map[topicPartition]*partitionState),
+		ready:         make(chan struct{}, 1),
+		moved:         make(chan struct{}, 1),
 	}
 }
 
@@ -171,8 +174,9 @@ func (c *checkpointer) forgetLocked(p *partitionState) {
 //  1. Take commitMu. A periodic commit that read P's mark before this revoke finishes its round
 //     trip first, so its older offset can never reach the broker after the commit below and
 //     rewind P behind what the next owner starts from. Then stop handing out P and wait, up to
-//     revokeWait, for P's records still in the pipeline (drainBeforeRevoke): their acks move the
-//     mark as usual, so the next owner re-reads only what did not finish in time.
+//     revokeWait or until ctx is done, for P's records still in the pipeline
+//     (drainBeforeRevoke): their acks move the mark as usual, so the next owner re-reads only
+//     what did not finish in time.
 //  2. Take mu, the one mutex that guards every revoked flag and every mark. From here to step 4
 //     no ack can run, for any partition.
 //  3. Set P.revoked, drop P's buffered and retry records, remove P from the hand-out rotation
@@ -182,8 +186,9 @@ func (c *checkpointer) forgetLocked(p *partitionState) {
 //     any mark; the periodic commit only reads partitions still in the map, so P is in no later
 //     commit snapshot. If P is assigned to us again, assign builds a new state: the late ack
 //     points at the dead one.
-//  5. Commit {P: 15} synchronously, then release commitMu. The new owner re-reads 15..19
-//     (at-least-once: those may be processed twice, never lost).
+//  5. Commit {P: 15} synchronously, with a deadline of its own (commitTimeout, counted from
+//     here, not from the start of the drain), then release commitMu. The new owner re-reads
+//     15..19 (at-least-once: those may be processed twice, never lost).
 //
 // So a late ack can never commit a revoked partition: the flag and the mark it would move are
 // read and written under the same mutex, and the only commit carrying P after the revoke began
@@ -211,13 +216,32 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 	if len(offsets) == 0 {
 		return nil
 	}
-	return c.commit(ctx, offsets)
+	cctx, cancel := c.commitContext(ctx)
+	defer cancel()
+	return c.commit(cctx, offsets)
 }
 
-// drainBeforeRevoke stops handing out the partitions and waits, up to revokeWait, until none of
-// their records is still in the pipeline, so that their acks reach the marks before revoke reads
-// them (step 3 of its walkthrough). It holds commitMu (from revoke) but not mu while it waits: the
-// acks it waits for take mu, never commitMu.
+// commitContext is the context of a revoke's commit: ctx's values but not its deadline (the drain
+// may have used that up), commitTimeout from now, and while closing no later than closeBy, so that
+// the final revoke of a shutdown cannot hold the process past its budget.
+func (c *checkpointer) commitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(c.commitTimeout)
+	c.mu.Lock()
+	if c.closed && c.closeBy.Before(deadline) {
+		deadline = c.closeBy
+	}
+	c.mu.Unlock()
+	return context.WithDeadline(context.WithoutCancel(ctx), deadline)
+}
+
+// drainBeforeRevoke stops handing out the partitions and waits, up to revokeWait or until ctx is
+// done, until none of their records is still in the pipeline, so that their acks reach the marks
+// before revoke reads them (step 3 of its walkthrough). It holds commitMu (from revoke) but not mu
+// while it waits: the acks it waits for take mu, never commitMu.
+//
+// Once the consumer is closing it does not wait: Benthos calls the input's Close only after every
+// message it handed to the pipeline was acknowledged (or the engine gave up on them), so a record
+// still out then is one the engine read but dropped at shutdown, whose ack never comes.
 func (c *checkpointer) drainBeforeRevoke(ctx context.Context, tps []topicPartition) {
 	if c.revokeWait <= 0 {
 		return
@@ -225,6 +249,9 @@ func (c *checkpointer) drainBeforeRevoke(ctx context.Context, tps []topicPartiti
 	quiet := func(mark bool) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
+		if c.closed {
+			return true
+		}
 		busy := false
 		for _, tp := range tps {
 			if p, ok := c.parts[tp]; ok {
@@ -310,7 +337,6 @@ func (c *checkpointer) next() *delivery {
 			p.retry = p.retry[1:]
 			d.out = true
 			d.lag = p.lagAfter(d.rec.Offset)
-			c.outstanding++
 			p.out++
 			return d
 		}
@@ -319,7 +345,6 @@ func (c *checkpointer) next() *delivery {
 			p.buffered[0] = nil
 			p.buffered = p.buffered[1:]
 			p.window = append(p.window, flight{offset: r.Offset, epoch: r.LeaderEpoch})
-			c.outstanding++
 			p.out++
 			return &delivery{p: p, rec: r, out: true, lag: p.lagAfter(r.Offset)}
 		}
@@ -340,10 +365,6 @@ func (c *checkpointer) ack(d *delivery, err error) (retryAttempt int, pauseChang
 		return 0, false
 	}
 	d.out = false
-	c.outstanding--
-	if c.outstanding == 0 {
-		signal(c.drained)
-	}
 	p := d.p
 	p.out--
 	if p.revoked || (c.closed && err != nil) {
@@ -425,34 +446,19 @@ func (c *checkpointer) commitAll(ctx context.Context) error {
 	return nil
 }
 
-// stopHandingOut starts shutdown: next() returns nil from now on and buffered or retry records
-// are dropped (none is with the pipeline; the next consumer re-reads them from the commit).
-func (c *checkpointer) stopHandingOut() {
+// stopHandingOut starts shutdown: next() returns nil from now on, buffered or retry records are
+// dropped (none is with the pipeline; the next consumer re-reads them from the commit), revokes no
+// longer wait for records in the pipeline, and their commits end by closeBy.
+func (c *checkpointer) stopHandingOut(closeBy time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
+	c.closeBy = closeBy
 	for _, p := range c.order {
 		p.buffered = nil
 		p.retry = nil
 	}
 	signal(c.ready)
-}
-
-// waitDrained waits until no delivery is with the pipeline, or ctx is done.
-func (c *checkpointer) waitDrained(ctx context.Context) error {
-	for {
-		c.mu.Lock()
-		n := c.outstanding
-		c.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-c.drained:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 }
 
 // pausedSet returns the partitions whose fetching should be paused now.

@@ -317,10 +317,14 @@ func TestCheckpointLostCommitsNothing(t *testing.T) {
 	}
 }
 
+// TestCheckpointShutdownCommitsContiguous: at shutdown nothing more is handed out, the commit stops
+// before a record still out (one the engine dropped without an ack), and a revoke no longer waits
+// for it: the leave that runs the revoke must not be delayed by an ack that never comes.
 func TestCheckpointShutdownCommitsContiguous(t *testing.T) {
 	tp := topicPartition{"t", 0}
 	rec := &commitRecorder{}
 	c := newCheckpointer(16, rec.commit)
+	c.revokeWait = time.Minute
 	c.assign([]topicPartition{tp})
 	c.add(tp, 20, records(tp, 0, 20))
 	ds := handOut(c, 10)
@@ -329,14 +333,9 @@ func TestCheckpointShutdownCommitsContiguous(t *testing.T) {
 			c.ack(d, nil)
 		}
 	}
-	c.stopHandingOut()
+	c.stopHandingOut(time.Now().Add(time.Minute))
 	if d := c.next(); d != nil {
 		t.Fatalf("handed out %d after shutdown began", d.rec.Offset)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if err := c.waitDrained(ctx); err == nil {
-		t.Fatal("drained with offset 4 still in the pipeline")
 	}
 	if err := c.commitAll(context.Background()); err != nil {
 		t.Fatal(err)
@@ -344,15 +343,65 @@ func TestCheckpointShutdownCommitsContiguous(t *testing.T) {
 	if got, _ := rec.last(tp); got != 4 {
 		t.Fatalf("shutdown commit %d, want 4", got)
 	}
+	// A late ack still counts (it can only move the position forward).
 	c.ack(ds[4], nil)
-	if err := c.waitDrained(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	if err := c.commitAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := rec.last(tp); got != 10 {
 		t.Fatalf("commit after the last ack %d, want 10 (buffered 10..19 were never handed out)", got)
+	}
+
+	// The leave's revoke, with a record still out: no drain, so it returns at once.
+	tp2 := topicPartition{"t", 1}
+	c2 := newCheckpointer(16, rec.commit)
+	c2.revokeWait = time.Minute
+	c2.assign([]topicPartition{tp2})
+	c2.add(tp2, 5, records(tp2, 0, 5))
+	ds = handOut(c2, 3)
+	c2.ack(ds[0], nil)
+	c2.stopHandingOut(time.Now().Add(time.Minute))
+	start := time.Now()
+	if err := c2.revoke(context.Background(), []topicPartition{tp2}); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("revoke during shutdown waited %v for records the engine will never acknowledge", waited)
+	}
+	if got, _ := rec.last(tp2); got != 1 {
+		t.Fatalf("revoke during shutdown committed %d, want 1", got)
+	}
+}
+
+// TestCheckpointRevokeCommitHasItsOwnDeadline: a rebalance gives the drain a budget; a drain that
+// uses all of it (a record that never finishes) must still leave the commit a deadline of its own,
+// or the acks it waited for are thrown away with an expired context and re-read by the next owner.
+// The recorder honours the context as kgo does.
+func TestCheckpointRevokeCommitHasItsOwnDeadline(t *testing.T) {
+	tp := topicPartition{"t", 0}
+	rec := &commitRecorder{}
+	honour := func(ctx context.Context, offsets map[string]map[int32]kgo.EpochOffset) error {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+		return rec.commit(ctx, offsets)
+	}
+	c := newCheckpointer(8, honour)
+	const budget = 300 * time.Millisecond
+	c.revokeWait = budget
+	c.assign([]topicPartition{tp})
+	c.add(tp, 4, records(tp, 0, 4))
+	ds := handOut(c, 4)
+	c.ack(ds[0], nil)
+	// 1 and 2 finish during the drain; 3 never does, so the drain uses its whole budget.
+	time.AfterFunc(budget/3, func() { c.ack(ds[1], nil); c.ack(ds[2], nil) })
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	if err := c.revoke(ctx, []topicPartition{tp}); err != nil {
+		t.Fatalf("revoke after a drain that used its budget: %v", err)
+	}
+	if got, ok := rec.last(tp); !ok || got != 3 {
+		t.Fatalf("revoke committed %d (committed: %v), want 3: offsets 0..2 finished, 1 and 2 during the drain", got, ok)
 	}
 }
 

@@ -301,6 +301,7 @@ func annotateClientErr(cl *kgo.Client, err error) error {
 // fatalBackoffMax. Safe for concurrent use.
 type fatalBackoff struct {
 	base time.Duration
+	max  time.Duration // 0: fatalBackoffMax
 
 	mu       sync.Mutex
 	failures int
@@ -327,11 +328,15 @@ func fatalBackoffFromConfig(conf *service.ParsedConfig) (*fatalBackoff, error) {
 func (b *fatalBackoff) failed() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	ceil := b.max
+	if ceil <= 0 {
+		ceil = fatalBackoffMax
+	}
 	d := b.base
-	for i := 0; i < b.failures && d < fatalBackoffMax; i++ {
+	for i := 0; i < b.failures && d < ceil; i++ {
 		d *= 2
 	}
-	d = min(d, fatalBackoffMax)
+	d = min(d, ceil)
 	b.failures++
 	b.until = time.Now().Add(d)
 	return d

@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -31,11 +30,16 @@ const (
 	inFieldFetchMaxPartitionBytes = "fetch_max_partition_bytes"
 	inFieldFetchMaxWait           = "fetch_max_wait"
 	inFieldShutdownTimeout        = "shutdown_timeout"
+	inFieldRevokeTimeout          = "revoke_timeout"
+	inFieldBalancers              = "balancers"
 )
 
 const (
 	// commitTimeout bounds one offset commit round trip (periodic, revoke or shutdown).
 	commitTimeout = 10 * time.Second
+	// closeGrace is how long past shutdown_timeout a shutdown waits for the client to close
+	// before it returns anyway.
+	closeGrace = 500 * time.Millisecond
 	// pingTimeout bounds Connect's first request, which surfaces bad credentials and TLS errors.
 	pingTimeout = 15 * time.Second
 	// minBrokerReadBytes is the largest response the client accepts at the defaults: one record
@@ -68,8 +72,17 @@ acknowledged during the last commit's round trip).
   Lost partitions (session expired) are forgotten without a commit.
 - **Nacks**: a message that the pipeline rejects is delivered again with back-off (0.5s doubling to
   30s); it is never skipped and no commit passes it.
-- **Shutdown**: stop fetching, wait up to `+"`shutdown_timeout`"+` for in-flight messages, commit, leave the
-  group (a static member, with `+"`instance_id`"+`, keeps its partitions until its session times out).
+- **Shutdown**: Benthos first stops reading and waits for every message already in the pipeline to
+  be acknowledged; then this input stops fetching, commits, and leaves the group, the commit and the
+  leave bounded together by `+"`shutdown_timeout`"+`, so that the other members take the partitions
+  at once rather than after a session timeout (a static member, with `+"`instance_id`"+`, keeps its
+  partitions until its session times out). It does not wait for acknowledgements itself: a record
+  the engine read but had not yet handed to a pipeline thread when shutdown began is dropped
+  without one, and is read again by the next owner.
+- **Balancers**: `+"`cooperative_sticky`"+` first, then `+"`range`"+`, so that a member can join a group
+  whose other members are librdkafka or Java consumers with their default (eager) assignors, as in
+  a rolling cutover from another service; the group then agrees on `+"`range`"+`, and moves to
+  `+"`cooperative_sticky`"+` by itself once every member lists it.
 - **Errors**: wrong credentials, authorization and TLS handshake failures reconnect only after
   `+"`auth_error_backoff`"+` (doubling up to 5 minutes); other broker errors are retried by the client.
 
@@ -84,8 +97,12 @@ watermark minus offset minus one) and every record header as a metadata key with
 ### Metrics
 
 Gauges `+"`kafka_consumer_lag`"+` (high watermark minus the commit position) and `+"`kafka_in_flight`"+`
-(the checkpoint window), labelled `+"`topic`"+` and `+"`partition`"+`; counters `+"`kafka_commits_total`"+`,
-`+"`kafka_commit_errors_total`"+` and `+"`kafka_rebalances_total`"+`.
+(the checkpoint window), labelled `+"`topic`"+` and `+"`partition`"+`; gauge `+"`kafka_paused_partitions`"+`
+(partitions whose fetching is paused because their window reached `+"`checkpoint_limit`"+`: the
+pipeline is the bottleneck); counter `+"`kafka_redeliveries_total`"+` by `+"`topic`"+` and `+"`partition`"+`
+(records the pipeline rejected and that are delivered again: a rising rate means an output keeps
+failing); counters `+"`kafka_commits_total`"+`, `+"`kafka_commit_errors_total`"+` and
+`+"`kafka_rebalances_total`"+`.
 
 ### Record size
 
@@ -141,8 +158,17 @@ allow the records in the first place.`).
 				Default("1s").
 				Advanced(),
 			service.NewDurationField(inFieldShutdownTimeout).
-				Description("On shutdown, how long to wait for messages still in the pipeline before the final commit.").
+				Description("On shutdown, the bound on the final commit and leaving the group together (normally milliseconds; a broker outage would otherwise hold the process until the engine's forced exit). Messages in the pipeline are not waited for here: the engine waits for them before it closes the input, within its own top-level `shutdown_timeout`, which must exceed the slowest request plus this.").
+				Default("3s").
+				Advanced(),
+			service.NewDurationField(inFieldRevokeTimeout).
+				Description("On a rebalance, how long the records of revoked partitions still in the pipeline may take to finish before the revoke commits (its commit then has a deadline of its own). Records finished in time are not processed again by the new owner. Keep it, plus one commit, below `rebalance_timeout`.").
 				Default("10s").
+				Advanced(),
+			service.NewStringListField(inFieldBalancers).
+				Description("Partition assignors this member supports, in order of preference (Kafka's `partition.assignment.strategy`; an entry may hold several, comma-separated): `cooperative_sticky`, `range`, `round_robin`, `sticky`. The group uses the first one every member supports. The default joins groups of librdkafka or Java consumers with their default assignors (`range`) during a rolling cutover and becomes cooperative once they are gone; set `[cooperative_sticky]` alone afterwards if you want a member with eager assignors to be refused rather than downgrade the group.").
+				Default([]string{"cooperative_sticky", "range"}).
+				Example([]string{"cooperative_sticky"}).
 				Advanced(),
 		).
 		Fields(connectionFields()...).
@@ -183,10 +209,10 @@ type kafkaInput struct {
 	heartbeat        time.Duration
 	fetchMaxWait     time.Duration
 	shutdownTimeout  time.Duration
+	revokeTimeout    time.Duration
+	balancers        []kgo.GroupBalancer
 	fetchMaxBytes    int32
 	fetchMaxPartB    int32
-
-	lastCommit atomic.Int64 // unix nanoseconds of the last successful commit, any session
 
 	mu     sync.Mutex
 	sess   *session
@@ -194,8 +220,8 @@ type kafkaInput struct {
 }
 
 type inputMetrics struct {
-	lag, inFlight                     *service.MetricGauge
-	commits, commitErrors, rebalances *service.MetricCounter
+	lag, inFlight, paused                          *service.MetricGauge
+	commits, commitErrors, rebalances, redelivered *service.MetricCounter
 }
 
 func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resources) (*kafkaInput, error) {
@@ -254,6 +280,7 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		{inFieldHeartbeatInterval, &i.heartbeat},
 		{inFieldFetchMaxWait, &i.fetchMaxWait},
 		{inFieldShutdownTimeout, &i.shutdownTimeout},
+		{inFieldRevokeTimeout, &i.revokeTimeout},
 	} {
 		if *d.to, err = conf.FieldDuration(d.name); err != nil {
 			return nil, err
@@ -277,15 +304,47 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 			return nil, fmt.Errorf("field %q: %w", b.name, err)
 		}
 	}
+	names, err := conf.FieldStringList(inFieldBalancers)
+	if err != nil {
+		return nil, err
+	}
+	if i.balancers, err = balancersByName(names); err != nil {
+		return nil, fmt.Errorf("field %q: %w", inFieldBalancers, err)
+	}
 	m := mgr.Metrics()
 	i.metrics = inputMetrics{
 		lag:          m.NewGauge("kafka_consumer_lag", "topic", "partition"),
 		inFlight:     m.NewGauge("kafka_in_flight", "topic", "partition"),
+		paused:       m.NewGauge("kafka_paused_partitions"),
 		commits:      m.NewCounter("kafka_commits_total"),
 		commitErrors: m.NewCounter("kafka_commit_errors_total"),
 		rebalances:   m.NewCounter("kafka_rebalances_total"),
+		redelivered:  m.NewCounter("kafka_redeliveries_total", "topic", "partition"),
 	}
 	return i, nil
+}
+
+// balancersByName maps the `balancers` names to kgo's group balancers.
+func balancersByName(names []string) ([]kgo.GroupBalancer, error) {
+	if len(names) == 0 {
+		return nil, errors.New("at least one balancer is required")
+	}
+	var out []kgo.GroupBalancer
+	for _, n := range strings.Split(strings.Join(names, ","), ",") {
+		switch strings.ToLower(strings.TrimSpace(n)) {
+		case "cooperative_sticky", "cooperative-sticky":
+			out = append(out, kgo.CooperativeStickyBalancer())
+		case "range":
+			out = append(out, kgo.RangeBalancer())
+		case "round_robin", "roundrobin":
+			out = append(out, kgo.RoundRobinBalancer())
+		case "sticky":
+			out = append(out, kgo.StickyBalancer())
+		default:
+			return nil, fmt.Errorf("unknown balancer %q (valid: cooperative_sticky, range, round_robin, sticky)", n)
+		}
+	}
+	return out, nil
 }
 
 // clientOpts returns every client option of a session; the callbacks come from the session.
@@ -294,6 +353,7 @@ func (i *kafkaInput) clientOpts(s *session) []kgo.Opt {
 		kgo.ConsumerGroup(i.group),
 		kgo.ConsumeTopics(i.topics...),
 		kgo.ConsumeResetOffset(i.startOffset),
+		kgo.Balancers(i.balancers...),
 		// We commit explicit offsets from the checkpointer, never what kgo has polled.
 		kgo.DisableAutoCommit(),
 		// Rebalance callbacks cannot run between a poll returning and the records reaching the
@@ -330,8 +390,8 @@ func (i *kafkaInput) Connect(ctx context.Context) error {
 	registerInput(i)
 	if old != nil {
 		// The old session failed; its records in flight are re-read by whoever owns their
-		// partitions next, so there is nothing to wait for.
-		old.shutdown(ctx, false)
+		// partitions next, so there is nothing to commit.
+		old.shutdown(false)
 	}
 	if err := i.backoff.wait(ctx); err != nil {
 		return err
@@ -348,7 +408,7 @@ func (i *kafkaInput) Connect(ctx context.Context) error {
 	i.mu.Lock()
 	if i.closed {
 		i.mu.Unlock()
-		s.shutdown(ctx, false)
+		s.shutdown(false)
 		return service.ErrEndOfInput
 	}
 	i.sess = s
@@ -383,9 +443,11 @@ func (i *kafkaInput) Read(ctx context.Context) (*service.Message, service.AckFun
 	}
 }
 
-// Close shuts the current session down: stop fetching, wait for in-flight messages (bounded by
-// shutdown_timeout), commit, leave the group.
-func (i *kafkaInput) Close(ctx context.Context) error {
+// Close shuts the current session down: stop fetching, commit, leave the group, within
+// shutdown_timeout. It waits for no acknowledgement: Benthos calls Close only after every message
+// it handed to a pipeline thread was acknowledged (or after it gave up on them at its own
+// deadline); see session.shutdown.
+func (i *kafkaInput) Close(context.Context) error {
 	i.mu.Lock()
 	s := i.sess
 	i.sess = nil
@@ -393,7 +455,7 @@ func (i *kafkaInput) Close(ctx context.Context) error {
 	i.mu.Unlock()
 	defer unregisterInput(i)
 	if s != nil {
-		s.shutdown(ctx, true)
+		s.shutdown(true)
 	}
 	return nil
 }

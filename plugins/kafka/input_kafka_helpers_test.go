@@ -345,15 +345,23 @@ func runStream(t *testing.T, o streamOpts) *service.Stream {
 	return st
 }
 
-func groupStatus(group string) (InputStatus, int) {
-	var st InputStatus
-	n := 0
-	for _, s := range InputStatuses() {
-		if s.Group == group {
-			st, n = s, n+1
-		}
+// groupProgress is what the readiness gate sees of the running `kafka` inputs of group, and how
+// many there are.
+func groupProgress(group string) (inputProgress, int) {
+	ins := snapshotInputs(group)
+	if len(ins) == 0 {
+		return inputProgress{}, 0
 	}
-	return st, n
+	return ins[0], len(ins)
+}
+
+// totals sums the partitions' lag and in-flight records of one input.
+func (ip inputProgress) totals() (lag int64, inFlight int) {
+	for _, p := range ip.parts {
+		lag += max(p.lag, 0)
+		inFlight += p.inFlight
+	}
+	return lag, inFlight
 }
 
 func partitionLabel(p int32) string { return strconv.Itoa(int(p)) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,8 +42,10 @@ type session struct {
 	dead     chan struct{} // closed when the session failed fatally; Read then reports ErrNotConnected
 	failOnce sync.Once
 
-	joined atomic.Bool  // group joined and partitions (maybe none) assigned since the last loss
-	since  atomic.Int64 // unix nanoseconds the session started
+	joined atomic.Bool // group joined and partitions (maybe none) assigned since the last loss
+
+	topicMu sync.Mutex
+	missing []string // input topics the last check did not find (see watchTopics)
 
 	pauseMu sync.Mutex
 	paused  map[topicPartition]bool // what kgo has paused, per syncPause
@@ -70,9 +73,9 @@ func startSession(ctx context.Context, in *kafkaInput) (*session, error) {
 		reported:   make(map[topicPartition]bool),
 	}
 	s.cp = newCheckpointer(in.limit, s.commitOffsets)
-	// On a revoke, records of the partition still in the pipeline get up to shutdown_timeout to
+	// On a revoke, records of the partition still in the pipeline get up to revoke_timeout to
 	// finish, so that a rebalance (a rolling restart) re-reads nothing this member finished.
-	s.cp.revokeWait = in.shutdownTimeout
+	s.cp.revokeWait = in.revokeTimeout
 	cl, err := kgo.NewClient(in.clientOpts(s)...)
 	if err != nil {
 		return nil, fmt.Errorf("create client: %w", err)
@@ -85,12 +88,96 @@ func startSession(ctx context.Context, in *kafkaInput) (*session, error) {
 		cl.Close()
 		return nil, fmt.Errorf("reach brokers: %w", err)
 	}
-	s.since.Store(time.Now().UnixNano())
 	var pollCtx context.Context
 	pollCtx, s.pollCancel = context.WithCancel(context.Background())
 	go s.pollLoop(pollCtx)
 	go s.commitLoop()
+	go s.watchTopics(pollCtx)
 	return s, nil
+}
+
+// topicRecheck is how often watchTopics looks again for an input topic that was missing.
+const topicRecheck = 10 * time.Second
+
+// watchTopics checks that the input topics exist, logging one line per topic, and while one is
+// missing (a typo, or a topic not created yet: the group joins and consumes nothing, silently)
+// keeps the session's missing list, which turns `/ready` red through the readiness gate, and
+// looks again every topicRecheck. When the topic appears it refreshes the client's metadata so
+// that consumption starts at once.
+func (s *session) watchTopics(ctx context.Context) {
+	first := true
+	for {
+		missing, err := s.checkTopics(ctx, first)
+		if err == nil {
+			s.topicMu.Lock()
+			appeared := len(s.missing) > len(missing)
+			s.missing = missing
+			s.topicMu.Unlock()
+			if appeared {
+				s.cl.ForceMetadataRefresh()
+			}
+			if len(missing) == 0 {
+				return
+			}
+			first = false
+		} else if ctx.Err() == nil {
+			s.log.Debugf("kafka input: checking topics %v: %v (will retry)", s.in.topics, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(topicRecheck):
+		}
+	}
+}
+
+// checkTopics asks the brokers about the input topics (never creating one) and returns those that
+// do not exist or may not be described. It logs a line per topic the first time, and each time a
+// missing topic is still missing or appears.
+func (s *session) checkTopics(ctx context.Context, first bool) ([]string, error) {
+	mctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false
+	for _, t := range s.in.topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(mctx, s.cl)
+	if err != nil {
+		return nil, err
+	}
+	s.topicMu.Lock()
+	was := slices.Clone(s.missing)
+	s.topicMu.Unlock()
+	var missing []string
+	for _, t := range resp.Topics {
+		name := ""
+		if t.Topic != nil {
+			name = *t.Topic
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+			missing = append(missing, name)
+			s.log.Errorf("kafka input: topic %q of group %q cannot be consumed: %s; not ready, checking again in %v",
+				name, s.in.group, errorCode(err), topicRecheck)
+			continue
+		}
+		switch {
+		case slices.Contains(was, name):
+			s.log.Infof("kafka input: topic %q exists now (%d partitions); consuming it", name, len(t.Partitions))
+		case first:
+			s.log.Infof("kafka input: topic %q: %d partitions", name, len(t.Partitions))
+		}
+	}
+	return missing, nil
+}
+
+// missingTopics returns the input topics the last check did not find.
+func (s *session) missingTopics() []string {
+	s.topicMu.Lock()
+	defer s.topicMu.Unlock()
+	return slices.Clone(s.missing)
 }
 
 // pollLoop moves fetched records into the checkpointer until shutdown or a fatal error.
@@ -183,6 +270,7 @@ func (s *session) syncPause() {
 		s.cl.ResumeFetchPartitions(resume)
 	}
 	s.paused = want
+	s.in.metrics.paused.Set(int64(len(want)))
 }
 
 // ackFunc returns the AckFunc of one delivery. A nack schedules a re-delivery after a back-off;
@@ -194,6 +282,7 @@ func (s *session) ackFunc(d *delivery) service.AckFunc {
 			s.syncPause()
 		}
 		if attempt > 0 {
+			s.in.metrics.redelivered.Incr(1, d.rec.Topic, strconv.Itoa(int(d.rec.Partition)))
 			wait := nackBackoff(attempt)
 			s.log.Warnf("kafka input: record %s/%d@%d was rejected (attempt %d), delivering it again in %v: %v",
 				d.rec.Topic, d.rec.Partition, d.rec.Offset, attempt, wait, err)
@@ -226,7 +315,6 @@ func (s *session) commitOffsets(ctx context.Context, offsets map[string]map[int3
 		return fmt.Errorf("commit offsets: %w", rerr)
 	}
 	s.in.metrics.commits.Incr(1)
-	s.in.lastCommit.Store(time.Now().UnixNano())
 	return nil
 }
 
@@ -303,11 +391,10 @@ func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[stri
 }
 
 // onRevoked commits what is contiguous for the revoked partitions and forgets them; see
-// checkpointer.revoke for the walkthrough. kgo also calls it when the client leaves the group.
+// checkpointer.revoke for the walkthrough. kgo also calls it when the client leaves the group. The
+// records still in the pipeline get revoke_timeout to finish; the commit then has its own deadline.
 func (s *session) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	if err := s.cp.revoke(ctx, flatten(revoked)); err != nil {
+	if err := s.cp.revoke(context.Background(), flatten(revoked)); err != nil {
 		s.log.Warnf("kafka input: commit on revoke: %v (the next owner re-reads from the last commit)", err)
 	}
 	s.syncPause()
@@ -322,27 +409,53 @@ func (s *session) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int
 	s.updateGauges()
 }
 
-// shutdown ends the session. With drain (a normal Close): stop fetching, stop handing out, wait
-// for the messages in the pipeline up to shutdown_timeout, commit, then close the client, which
-// runs onRevoked (committing anything acked since) and leaves the group. Without drain (after a
-// fatal error, where commits cannot succeed anyway) it skips the wait.
-func (s *session) shutdown(ctx context.Context, drain bool) {
+// shutdown ends the session. final (a normal Close): stop fetching and handing out, commit what is
+// finished, leave the group, all within shutdown_timeout. Not final (after a fatal error, where
+// commits cannot succeed anyway): the same without the commit.
+//
+// Why nothing here waits for acknowledgements: Benthos calls the input's Close only after every
+// message it handed to a pipeline thread was acknowledged, or after its own shutdown deadline made
+// it give up on them. The only records still out are then those it will never acknowledge (one it
+// read but dropped when the shutdown began, or those it gave up on); waiting for them only delays
+// the leave, and a member that has not left holds its partitions until its session times out.
+// They sit above the commit position and their next owner reads them again.
+func (s *session) shutdown(final bool) {
+	deadline := time.Now().Add(s.in.shutdownTimeout)
 	s.pollCancel()
 	<-s.pollDone
-	s.cp.stopHandingOut()
-	if drain {
-		wctx, cancel := context.WithTimeout(ctx, s.in.shutdownTimeout)
-		if err := s.cp.waitDrained(wctx); err != nil {
-			s.log.Warnf("kafka input: shutdown: messages still in flight after %v; they will be read again", s.in.shutdownTimeout)
+	s.cp.stopHandingOut(deadline)
+	close(s.stopCommit)
+	<-s.commitDone
+	if final {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		if err := s.cp.commitAll(ctx); err != nil {
+			s.log.Warnf("kafka input: shutdown: %v (the next owner re-reads from the last commit)", err)
 		}
 		cancel()
 	}
-	close(s.stopCommit)
-	<-s.commitDone
-	if drain {
-		s.commitNow()
+	// Leaving runs onRevoked (whose commit is bounded by the same deadline) and tells the
+	// coordinator to rebalance now. Bounded: a leave that cannot reach the coordinator is
+	// abandoned, and the group reassigns our partitions after session_timeout instead. kgo waits
+	// for a join already in flight before it leaves, and Close waits for the leave, so both run
+	// in a goroutine that we stop waiting for shortly after the deadline: the process is exiting
+	// and must not reach the engine's forced exit before it has committed.
+	left := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		err := s.cl.LeaveGroupContext(ctx)
+		s.cl.Close()
+		left <- err
+	}()
+	const why = "the group reassigns this member's partitions after session_timeout"
+	select {
+	case err := <-left:
+		if err != nil && final {
+			s.log.Warnf("kafka input: shutdown: leaving the group: %v (%s)", err, why)
+		}
+	case <-time.After(time.Until(deadline) + closeGrace):
+		s.log.Warnf("kafka input: shutdown: the client did not close within shutdown_timeout (%s)", why)
 	}
-	s.cl.Close()
 	s.joined.Store(false)
 	s.cp.lost(flatten(s.allTracked()))
 	s.updateGauges()

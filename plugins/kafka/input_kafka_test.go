@@ -30,7 +30,9 @@ consumer_group: g
 		t.Fatal(err)
 	}
 	if strings.Join(in.topics, ",") != "a,b,c" || in.limit != 1024 || in.commitPeriod != time.Second ||
-		in.shutdownTimeout != 10*time.Second || in.fetchMaxBytes != 64<<20 || in.fetchMaxPartB != 32<<20 {
+		in.shutdownTimeout != 3*time.Second || in.revokeTimeout != 10*time.Second || len(in.balancers) != 2 ||
+		in.balancers[0].ProtocolName() != "cooperative-sticky" || in.balancers[1].ProtocolName() != "range" ||
+		in.fetchMaxBytes != 64<<20 || in.fetchMaxPartB != 32<<20 {
 		t.Fatalf("defaults: %+v", in)
 	}
 	if err := in.Close(context.Background()); err != nil {
@@ -42,6 +44,8 @@ consumer_group: g
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, checkpoint_limit: 0 }`,
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, fetch_max_bytes: 12XB }`,
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, commit_period: 0s }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, balancers: [ ] }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, balancers: [ cooperative_sticky, rnage ] }`,
 	} {
 		conf, err := kafkaInputSpec().ParseYAML(bad, nil)
 		if err != nil {
@@ -117,14 +121,14 @@ func TestInputConsumesAllAndCommits(t *testing.T) {
 		committed, end, err = committedAndEnd(adm, group, topic)
 		return err == nil && allCommitted(committed, end)
 	})
-	status, count := groupStatus(group)
-	if count != 1 || !status.Connected || status.LastCommit.IsZero() || status.Partitions != 3 || status.Lag != 0 {
-		t.Errorf("status while running: %+v (%d inputs)", status, count)
+	status, count := groupProgress(group)
+	if lag, _ := status.totals(); count != 1 || !status.connected || len(status.parts) != 3 || lag != 0 || len(status.missing) != 0 {
+		t.Errorf("progress while running: %+v (%d inputs)", status, count)
 	}
 	if err := st.StopWithin(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if _, count := groupStatus(group); count != 0 {
+	if _, count := groupProgress(group); count != 0 {
 		t.Error("input still registered after Close")
 	}
 
@@ -182,9 +186,11 @@ func TestInputOutOfOrderAcksAndNacks(t *testing.T) {
 	var rngMu sync.Mutex
 	rng := rand.New(rand.NewSource(7))
 	var nacked sync.Map
+	metrics := &testMetrics{}
 	st := runStream(t, streamOpts{
 		input:   inputConf(brokers, topic, group, 16),
 		threads: 4,
+		metrics: metrics,
 		stage: func(context.Context, *service.Message) error {
 			rngMu.Lock()
 			d := time.Duration(rng.Intn(3000)) * time.Microsecond
@@ -270,6 +276,9 @@ func TestInputOutOfOrderAcksAndNacks(t *testing.T) {
 	if nacks == 0 {
 		t.Fatal("no delivery was rejected; the test did not exercise nacks")
 	}
+	if got, _ := metrics.get("kafka_redeliveries_total", "topic="+topic); got != int64(nacks) {
+		t.Errorf("kafka_redeliveries_total = %d, want %d (one per rejected delivery)", got, nacks)
+	}
 	unique, deliveries, _ := tr.counts()
 	t.Logf("records %d, lost %d, out-of-order acks %d, nacks %d, deliveries %d, commit checks %d",
 		n, n-unique, inversions, nacks, deliveries, checks.Load())
@@ -291,8 +300,10 @@ func TestInputHardStopThenRestart(t *testing.T) {
 	var crashed atomic.Bool
 	release := make(chan struct{})
 	held := func(id po) bool { return id.offset >= k && !crashed.Load() }
+	metrics := &testMetrics{}
 	first := runStream(t, streamOpts{
 		input:   conf,
+		metrics: metrics,
 		threads: 2 * limit, // room for the whole window to be in the pipeline at once
 		stage: func(ctx context.Context, msg *service.Message) error {
 			id := recordID(msg)
@@ -320,15 +331,20 @@ func TestInputHardStopThenRestart(t *testing.T) {
 		committed, _, err := committedAndEnd(adm, group, topic)
 		return err == nil && acked == k && unique == k+limit && committed[0] == k
 	})
-	status, _ := groupStatus(group)
-	if status.InFlight != limit {
-		t.Errorf("in flight %d at the limit, want %d", status.InFlight, limit)
+	status, _ := groupProgress(group)
+	if _, inFlight := status.totals(); inFlight != limit {
+		t.Errorf("in flight %d at the limit, want %d", inFlight, limit)
+	}
+	// The window is full, so fetching of the one partition is paused (the gauge is published when
+	// the pause changes).
+	if got, _ := metrics.get("kafka_paused_partitions"); got != 1 {
+		t.Errorf("kafka_paused_partitions = %d with the window full, want 1", got)
 	}
 	// Hard stop: the held records are never acknowledged.
 	crashed.Store(true)
 	_ = first.StopWithin(3 * time.Second)
 	close(release)
-	waitFor(t, "the first consumer to close", func() bool { _, c := groupStatus(group); return c == 0 })
+	waitFor(t, "the first consumer to close", func() bool { _, c := groupProgress(group); return c == 0 })
 	committed, _, err := committedAndEnd(adm, group, topic)
 	if err != nil {
 		t.Fatal(err)

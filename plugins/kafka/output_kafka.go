@@ -65,9 +65,17 @@ metadata holds the reason) and the delivered ones are not written twice.
   records into a batch over that limit, so a large record cannot make its neighbours fail. If the
   limit cannot be read (no DescribeConfigs permission) and the broker refuses a batch as too large,
   each of its records is written again on its own, so only the one really too large fails.
-- Bad credentials or missing authorisation do not fail messages: the output disconnects and
-  reconnects after `+"`auth_error_backoff`"+` (doubling up to 5 minutes), holding the messages, so a
+- Bad credentials or missing cluster authorisation do not fail messages: the output disconnects
+  and reconnects after `+"`auth_error_backoff`"+` (doubling up to 5 minutes), holding the messages, so a
   misconfiguration applies back-pressure instead of dead-lettering everything.
+- Likewise a topic that does not exist (UNKNOWN_TOPIC_OR_PARTITION), may not be written
+  (TOPIC_AUTHORIZATION_FAILED) or has an invalid name fails no message: the output holds the batch,
+  reports itself disconnected (`+"`/ready`"+` answers 503) and logs the topic and the broker's error
+  code; it asks the brokers again after 1 s, doubling to 15 s, and writes the held batch as soon as
+  the topic exists or the ACL is granted, without a restart. Records of that batch already
+  delivered to another topic are written again (at-least-once). When `+"`topic`"+` is a fixed name
+  the output checks it when it first connects, with one log line.
+- Every error that fails a message names its topic and, where the broker sent one, its error code.
 
 ### Headers
 
@@ -210,6 +218,8 @@ type kafkaOutput struct {
 	timeout time.Duration
 	fatal   *fatalBackoff
 	limits  *topicLimits
+	dest    *destinations
+	static  string // the topic when it is not interpolated ("" otherwise), checked at Connect
 
 	produced, producedBytes, failures *service.MetricCounter
 
@@ -234,6 +244,8 @@ func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resou
 	if o.topic, err = conf.FieldInterpolatedString(outFieldTopic); err != nil {
 		return nil, err
 	}
+	o.static, _ = o.topic.Static()
+	o.dest = newDestinations(o.log)
 	if conf.Contains(outFieldKey) {
 		if o.key, err = conf.FieldInterpolatedString(outFieldKey); err != nil {
 			return nil, err
@@ -369,13 +381,29 @@ func (o *kafkaOutput) currentClient() *kgo.Client {
 }
 
 // Connect creates the client once and pings a broker, so that a connected output means a broker
-// answered with these credentials. A fatal error (credentials, TLS) is returned wrapped in a
-// back-off, which Benthos honours before calling Connect again.
+// answered with these credentials, then checks the topics it could not write (and, the first time,
+// a fixed topic): see output_kafka_destination.go. A fatal error (credentials, TLS) or a topic still
+// missing is returned wrapped in a back-off, which Benthos honours before calling Connect again.
 func (o *kafkaOutput) Connect(ctx context.Context) error {
 	// Waits only after WriteBatch reported a fatal error (see there).
 	if err := o.fatal.wait(ctx); err != nil {
 		return err
 	}
+	cl, err := o.connectClient(ctx)
+	if err != nil {
+		return err
+	}
+	if err := o.dest.check(ctx, cl, o.static, o.timeout); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return service.NewErrBackOff(fmt.Errorf("kafka output: %w", err), o.dest.backoff.failed())
+	}
+	return nil
+}
+
+// connectClient creates the client if there is none and pings a broker with it.
+func (o *kafkaOutput) connectClient(ctx context.Context) (*kgo.Client, error) {
 	o.connMu.Lock()
 	defer o.connMu.Unlock()
 
@@ -383,7 +411,7 @@ func (o *kafkaOutput) Connect(ctx context.Context) error {
 	if cl == nil {
 		var err error
 		if cl, err = kgo.NewClient(o.opts...); err != nil {
-			return fmt.Errorf("kafka output: %w", err)
+			return nil, fmt.Errorf("kafka output: %w", err)
 		}
 		fresh = true
 	}
@@ -399,12 +427,12 @@ func (o *kafkaOutput) Connect(ctx context.Context) error {
 		}
 		err = fmt.Errorf("kafka output: no broker answered: %w", err)
 		if isFatalClientErr(err) {
-			return service.NewErrBackOff(err, o.fatal.failed())
+			return nil, service.NewErrBackOff(err, o.fatal.failed())
 		}
-		return err
+		return nil, err
 	}
 	o.client = cl
-	return nil
+	return cl, nil
 }
 
 // WriteBatch writes every message as one record and waits for all acknowledgements. It returns
@@ -433,6 +461,12 @@ func (o *kafkaOutput) WriteBatch(ctx context.Context, batch service.MessageBatch
 
 	o.refreshLimits(ctx, cl, recs, errs)
 	o.produceAll(ctx, recs, errs)
+	// A topic that cannot be written is a connection problem, not a failed message: hold the
+	// batch (see output_kafka_destination.go).
+	if err := o.dest.failed(recs, errs); err != nil {
+		return service.ErrNotConnected
+	}
+	o.dest.clear()
 	for _, err := range errs {
 		if isFatalClientErr(err) {
 			d := o.fatal.failed()
@@ -520,7 +554,13 @@ func (o *kafkaOutput) outcome(batch service.MessageBatch, recs []*kgo.Record, er
 	if failed == 0 {
 		return nil
 	}
-	berr := service.NewBatchError(batch, fmt.Errorf("%d of %d messages not delivered to Kafka, first: %w", failed, len(batch), first))
+	// One failed message (the pipelines write one request per batch): its own error is the batch's,
+	// so a fallback output's `fallback_error` (the dead letter's `error` header) is that reason.
+	whole := first
+	if len(batch) > 1 {
+		whole = fmt.Errorf("%d of %d messages not delivered to Kafka, first: %w", failed, len(batch), first)
+	}
+	berr := service.NewBatchError(batch, whole)
 	for i, err := range errs {
 		if err != nil {
 			berr.Failed(i, err)

@@ -58,6 +58,9 @@ Every `+"`check_interval`"+` it looks at the `+"`kafka`"+` inputs of the process
 
 - no `+"`kafka`"+` input is running, or one is not connected: no client session, or the session has
   not joined its consumer group (broker unreachable, group session lost, wrong credentials);
+- a topic of a `+"`kafka`"+` input does not exist (a typo, or not created yet): nothing would ever be
+  consumed from it (the input checks its topics when it starts and every 10 s while one is
+  missing, and consumes a topic as soon as it appears);
 - an assigned partition has work pending and its committed offset has not advanced for
   `+"`stall_time`"+`. Work pending means records fetched and not yet finished, finished records not
   yet committed, or more than one record between the commit position and the high watermark (a
@@ -281,7 +284,8 @@ func (g *readinessGate) check() verdict {
 type inputProgress struct {
 	group     string
 	topics    []string
-	connected bool
+	connected bool     // a client session is up and has joined the group since it was last lost
+	missing   []string // topics the session found missing (or not described to us) at its last check
 	parts     []partitionProgress
 }
 
@@ -292,7 +296,27 @@ type partitionProgress struct {
 	committed int64 // last offset committed in this assignment (-1: none yet)
 	pending   bool  // work to do: records held or finished-but-uncommitted, or lag beyond 1
 	held      int   // records fetched and not finished (buffered and in the window)
+	inFlight  int   // records handed to the pipeline and not finished (the window)
 	lag       int64 // high watermark minus the commit position (-1: unknown)
+}
+
+// inputRegistry holds the `kafka` inputs between their first Connect and their Close, so that
+// the readiness gate, a separate component, can watch them.
+var inputRegistry = struct {
+	sync.Mutex
+	inputs map[*kafkaInput]struct{}
+}{inputs: make(map[*kafkaInput]struct{})}
+
+func registerInput(i *kafkaInput) {
+	inputRegistry.Lock()
+	inputRegistry.inputs[i] = struct{}{}
+	inputRegistry.Unlock()
+}
+
+func unregisterInput(i *kafkaInput) {
+	inputRegistry.Lock()
+	delete(inputRegistry.inputs, i)
+	inputRegistry.Unlock()
 }
 
 // snapshotInputs reads every registered `kafka` input (of group, if set).
@@ -320,15 +344,20 @@ func snapshotInputs(group string) []inputProgress {
 }
 
 func (i *kafkaInput) progress() inputProgress {
-	st := i.status()
-	ip := inputProgress{group: st.Group, topics: st.Topics, connected: st.Connected}
-	if !st.Connected {
-		return ip
-	}
+	ip := inputProgress{group: i.group, topics: slices.Clone(i.topics)}
 	i.mu.Lock()
 	s := i.sess
 	i.mu.Unlock()
-	if s != nil {
+	if s == nil {
+		return ip
+	}
+	select {
+	case <-s.dead:
+		return ip
+	default:
+	}
+	ip.missing = s.missingTopics()
+	if ip.connected = s.joined.Load(); ip.connected {
 		ip.parts = s.cp.progress()
 	}
 	return ip
@@ -348,6 +377,7 @@ func (c *checkpointer) progress() []partitionProgress {
 			committed: p.committed,
 			pending:   held > 0 || p.mark.Offset > p.committed || lag > 1,
 			held:      held,
+			inFlight:  len(p.window),
 			lag:       lag,
 		})
 	}
@@ -381,9 +411,12 @@ type partitionWatch struct {
 func (t *progressTracker) evaluate(now time.Time, inputs []inputProgress, stall time.Duration) verdict {
 	v := verdict{ready: true, stalls: map[topicPartition]time.Duration{}}
 	seen := make(map[*partitionState]bool)
-	var disconnected, stalled []string
+	var disconnected, missing, stalled []string
 	var stalledKeys []string
 	for _, in := range inputs {
+		for _, topic := range in.missing {
+			missing = append(missing, fmt.Sprintf("input topic %q of group %q does not exist or may not be described", topic, in.group))
+		}
 		if !in.connected {
 			disconnected = append(disconnected,
 				fmt.Sprintf("kafka input (group %q, topics %s) is not connected to its consumer group", in.group, strings.Join(in.topics, ",")))
@@ -424,6 +457,8 @@ func (t *progressTracker) evaluate(now time.Time, inputs []inputProgress, stall 
 		v.ready, v.key, v.reason = false, "none", "no kafka input is running"
 	case len(disconnected) > 0:
 		v.ready, v.key, v.reason = false, "disconnected:"+strings.Join(disconnected, ";"), strings.Join(disconnected, "; ")
+	case len(missing) > 0:
+		v.ready, v.key, v.reason = false, "missing:"+strings.Join(missing, ";"), strings.Join(missing, "; ")
 	case len(stalled) > 0:
 		slices.Sort(stalledKeys)
 		slices.Sort(stalled)

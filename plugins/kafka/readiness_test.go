@@ -380,9 +380,9 @@ func TestReadinessStalledOutputOverHTTP(t *testing.T) {
 	assert.Contains(t, body, "stall_time 2s")
 	code, _ := httpGet(ping)
 	assert.Equal(t, http.StatusOK, code, "/ping is liveness and stays green")
-	st, n := groupStatus(group)
+	st, n := groupProgress(group)
 	require.Equal(t, 1, n)
-	assert.True(t, st.Connected, "the consumer itself was never interrupted")
+	assert.True(t, st.connected, "the consumer itself was never interrupted")
 	// Red only once the gate's own clock passed stall_time for some partition.
 	fams := scrapeMetrics(t, "http://"+addr+"/metrics")
 	assert.Equal(t, 0.0, sumValues(family(t, fams, "kafka_ready", dto.MetricType_GAUGE)))

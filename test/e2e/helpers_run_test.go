@@ -252,8 +252,9 @@ func pipelineFile(t *testing.T, name string, inputFields ...string) string {
 
 // process is the rollup binary running a pipeline.
 type process struct {
-	cmd  *exec.Cmd
-	done chan error // receives Wait's result once; readers put it back
+	cmd     *exec.Cmd
+	done    chan error // receives Wait's result once; readers put it back
+	logPath string     // its stdout and stderr
 }
 
 // startProcess runs `rollup run <pipeline>` with exactly env (plus PATH and HOME) and its output
@@ -281,7 +282,7 @@ func startProcess(t *testing.T, pipeline string, env map[string]string, n int) *
 		lf.Close()
 		t.Fatalf("start rollup: %v", err)
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
+	p := &process{cmd: cmd, done: make(chan error, 1), logPath: logPath}
 	go func() {
 		p.done <- cmd.Wait()
 		lf.Close()
