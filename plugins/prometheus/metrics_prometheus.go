@@ -220,23 +220,18 @@ func (e *promExporter) Close(context.Context) error {
 
 //------------------------------------------------------------------------------
 
-type metricKind int
-
+// The metric kinds of Benthos, as named in log messages.
 const (
-	kindCounter metricKind = iota
-	kindGauge
-	kindTimer
+	kindCounter = "counter"
+	kindGauge   = "gauge"
+	kindTimer   = "timer"
 )
-
-func (k metricKind) String() string {
-	return [...]string{"counter", "gauge", "timer"}[k]
-}
 
 // promVec is one registered vector: the label names are in the order the first caller gave them.
 // vec is the *MetricVec every client_golang vector embeds, so one lookup serves all kinds; the
 // Metric it returns is a Counter, Gauge or Observer according to kind.
 type promVec struct {
-	kind       metricKind
+	kind       string
 	name       string
 	labelNames []string
 	vec        *prometheus.MetricVec
@@ -254,32 +249,17 @@ type binding struct {
 
 func (e *promExporter) NewCounterCtor(name string, labelKeys ...string) service.MetricsExporterCounterCtor {
 	b := e.bind(kindCounter, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterCounter {
-		if c, ok := b.metric(labelValues).(prometheus.Counter); ok {
-			return promCounter{c}
-		}
-		return noopMetric{}
-	}
+	return func(labelValues ...string) service.MetricsExporterCounter { return promSeries{b.metric(labelValues)} }
 }
 
 func (e *promExporter) NewGaugeCtor(name string, labelKeys ...string) service.MetricsExporterGaugeCtor {
 	b := e.bind(kindGauge, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterGauge {
-		if g, ok := b.metric(labelValues).(prometheus.Gauge); ok {
-			return promGauge{g}
-		}
-		return noopMetric{}
-	}
+	return func(labelValues ...string) service.MetricsExporterGauge { return promSeries{b.metric(labelValues)} }
 }
 
 func (e *promExporter) NewTimerCtor(name string, labelKeys ...string) service.MetricsExporterTimerCtor {
 	b := e.bind(kindTimer, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterTimer {
-		if o, ok := b.metric(labelValues).(prometheus.Observer); ok {
-			return promTimer{o}
-		}
-		return noopMetric{}
-	}
+	return func(labelValues ...string) service.MetricsExporterTimer { return promSeries{b.metric(labelValues)} }
 }
 
 // metric returns the series for the label values, or nil when the binding was refused or the values
@@ -320,7 +300,7 @@ func (b *binding) metric(labelValues []string) prometheus.Metric {
 
 // bind returns the binding for name and labels, creating and registering the vector on first use.
 // It returns nil (updates dropped, warning logged) when the name is taken by another kind or label set.
-func (e *promExporter) bind(kind metricKind, name string, labelKeys []string) *binding {
+func (e *promExporter) bind(kind string, name string, labelKeys []string) *binding {
 	fqName := e.prefix + sanitiseMetricName(name)
 	labels := sanitiseLabelNames(labelKeys, kind == kindTimer, e.useHistogram)
 
@@ -421,40 +401,34 @@ func toAnySlice(fs []float64) []any {
 
 //------------------------------------------------------------------------------
 
-type promCounter struct{ c prometheus.Counter }
+// promSeries adapts one client_golang series to the Benthos metric interfaces. bind hands a counter
+// constructor only counter vectors (and so on), so each method finds the interface it expects; a
+// refused series (nil) matches none and its updates are dropped.
+type promSeries struct{ m prometheus.Metric }
 
-// Incr ignores negative deltas: client_golang panics on them and a counter cannot go down.
-func (p promCounter) Incr(n int64) {
-	if n > 0 {
-		p.c.Add(float64(n))
+func (p promSeries) Incr(n int64) { p.IncrFloat64(float64(n)) }
+
+// IncrFloat64 ignores negative and NaN deltas: client_golang panics on them and a counter cannot go down.
+func (p promSeries) IncrFloat64(f float64) {
+	if c, ok := p.m.(prometheus.Counter); ok && f > 0 {
+		c.Add(f)
 	}
 }
 
-// IncrFloat64 ignores negative and NaN deltas for the same reason as Incr.
-func (p promCounter) IncrFloat64(f float64) {
-	if f > 0 {
-		p.c.Add(f)
+func (p promSeries) Set(v int64) { p.SetFloat64(float64(v)) }
+
+func (p promSeries) SetFloat64(v float64) {
+	if g, ok := p.m.(prometheus.Gauge); ok {
+		g.Set(v)
 	}
 }
-
-type promGauge struct{ g prometheus.Gauge }
-
-func (p promGauge) Set(v int64)          { p.g.Set(float64(v)) }
-func (p promGauge) SetFloat64(v float64) { p.g.Set(v) }
-
-type promTimer struct{ o prometheus.Observer }
 
 // Timing receives nanoseconds (the Benthos convention) and records seconds.
-func (p promTimer) Timing(ns int64) { p.o.Observe(float64(ns) / 1e9) }
-
-// noopMetric stands in for a metric whose registration or label values were refused.
-type noopMetric struct{}
-
-func (noopMetric) Incr(int64)          {}
-func (noopMetric) IncrFloat64(float64) {}
-func (noopMetric) Set(int64)           {}
-func (noopMetric) SetFloat64(float64)  {}
-func (noopMetric) Timing(int64)        {}
+func (p promSeries) Timing(ns int64) {
+	if o, ok := p.m.(prometheus.Observer); ok {
+		o.Observe(float64(ns) / 1e9)
+	}
+}
 
 // promErrorLog passes promhttp's gathering errors to the Benthos logger.
 type promErrorLog struct{ log *service.Logger }
