@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -445,6 +446,26 @@ func TestPayloadDecodeDecodersAgree(t *testing.T) {
 		out := runProc(t, klauspost, bytes.Clone(cases[name]))
 		require.NoError(t, out.GetError(), name)
 		assert.Equal(t, want, content(t, out), name)
+	}
+}
+
+// TestPayloadDecodeDecodersAgreeOnBitFlips flips every bit of a small gzip stream, header and
+// trailer included: both decoders must accept or refuse each the same way, with the same text but
+// for the offset in flate's "corrupt input before offset N", which each decoder reports from where
+// it noticed the damage (the decoder field's docs say so).
+func TestPayloadDecodeDecodersAgreeOnBitFlips(t *testing.T) {
+	offset := regexp.MustCompile(`offset \d+`)
+	src := stdGzip(t, sampleRequestJSON(3))
+	for i := range src {
+		for bit := range 8 {
+			in := bytes.Clone(src)
+			in[i] ^= 1 << bit
+			a, fa, errA := decodeWith(in, 1<<20, gunzip)
+			b, fb, errB := decodeWith(in, 1<<20, gunzipKlauspost)
+			require.Equal(t, offset.ReplaceAllString(fmt.Sprint(errA), "offset N"), offset.ReplaceAllString(fmt.Sprint(errB), "offset N"), "byte %d bit %d", i, bit)
+			require.Equal(t, a, b, "byte %d bit %d", i, bit)
+			require.Equal(t, fa, fb, "byte %d bit %d", i, bit)
+		}
 	}
 }
 
