@@ -14,7 +14,7 @@ var seedJSON = sync.OnceValue(func() []byte { return sampleRequestJSON(seedRows)
 // Throughput (b.SetBytes) is counted in decoded JSON bytes for every
 // benchmark, so MB/s figures compare across formats and directions.
 
-func benchmarkDecode(b *testing.B, f Format) {
+func benchmarkDecode(b *testing.B, f Format, gz gunzipFunc) {
 	js := seedJSON()
 	b.Logf("request: %d rows, %d bytes of JSON", seedRows, len(js))
 	in, err := Encode(string(f), js)
@@ -24,13 +24,13 @@ func benchmarkDecode(b *testing.B, f Format) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(js)))
 	for b.Loop() {
-		out, err := Decode(in, 0)
+		out, _, err := decodeWith(in, DefaultMaxDecodedBytes, gz)
 		if err != nil || len(out) != len(js) {
 			b.Fatalf("decode: %v, %d bytes", err, len(out))
 		}
 	}
 	b.ReportMetric(float64(len(in)), "encoded-bytes")
-	if out, _ := Decode(in, 0); !bytes.Equal(out, js) {
+	if out, _, _ := decodeWith(in, DefaultMaxDecodedBytes, gz); !bytes.Equal(out, js) {
 		b.Fatal("round trip differs")
 	}
 }
@@ -50,9 +50,12 @@ func benchmarkEncode(b *testing.B, f Format) {
 	b.ReportMetric(float64(size), "encoded-bytes")
 }
 
-func BenchmarkDecodeGzipBase64(b *testing.B) { benchmarkDecode(b, FormatGzipBase64) }
+func BenchmarkDecodeGzipBase64(b *testing.B) { benchmarkDecode(b, FormatGzipBase64, gunzip) }
 func BenchmarkEncodeGzipBase64(b *testing.B) { benchmarkEncode(b, FormatGzipBase64) }
-func BenchmarkDecodeZstdBase64(b *testing.B) { benchmarkDecode(b, FormatZstdBase64) }
+func BenchmarkDecodeZstdBase64(b *testing.B) { benchmarkDecode(b, FormatZstdBase64, gunzip) }
 func BenchmarkEncodeZstdBase64(b *testing.B) { benchmarkEncode(b, FormatZstdBase64) }
-func BenchmarkDecodeGzip(b *testing.B)       { benchmarkDecode(b, FormatGzip) }
-func BenchmarkDecodeZstd(b *testing.B)       { benchmarkDecode(b, FormatZstd) }
+func BenchmarkDecodeGzip(b *testing.B)       { benchmarkDecode(b, FormatGzip, gunzip) }
+func BenchmarkDecodeZstd(b *testing.B)       { benchmarkDecode(b, FormatZstd, gunzip) }
+
+// BenchmarkDecodeGzipKlauspost is BenchmarkDecodeGzip with payload_decode's `decoder: klauspost`.
+func BenchmarkDecodeGzipKlauspost(b *testing.B) { benchmarkDecode(b, FormatGzip, gunzipKlauspost) }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/rollup-dev/rollup/internal/inflate"
@@ -39,6 +40,16 @@ func (e *capError) Error() string {
 
 // decode is Decode that also says which format it found.
 func decode(raw []byte, maxDecoded int) ([]byte, Format, error) {
+	return decodeWith(raw, maxDecoded, gunzip)
+}
+
+// gunzipFunc decompresses a whole gzip stream (codec names it in errors) into a new slice of at
+// most maxDecoded bytes: gunzip (internal/inflate) or gunzipKlauspost, which payload_decode's
+// `decoder` field chooses between. Both give the same output and the same errors.
+type gunzipFunc func(src []byte, maxDecoded int, codec string) ([]byte, error)
+
+// decodeWith is decode with gzip decompressed by gz.
+func decodeWith(raw []byte, maxDecoded int, gz gunzipFunc) ([]byte, Format, error) {
 	if maxDecoded <= 0 {
 		maxDecoded = DefaultMaxDecodedBytes
 	}
@@ -48,7 +59,7 @@ func decode(raw []byte, maxDecoded int) ([]byte, Format, error) {
 	}
 	// Binary magics first: they cannot be confused with text.
 	if bytes.HasPrefix(raw, gzipMagic) {
-		out, err := gunzip(raw, maxDecoded, "gzip")
+		out, err := gz(raw, maxDecoded, "gzip")
 		return out, FormatGzip, err
 	}
 	if bytes.HasPrefix(raw, zstdMagic) {
@@ -69,7 +80,7 @@ func decode(raw []byte, maxDecoded int) ([]byte, Format, error) {
 		}
 		return raw, FormatJSON, nil
 	}
-	return unbase64(raw, maxDecoded)
+	return unbase64(raw, maxDecoded, gz)
 }
 
 // isSpace reports JSON whitespace, which is also what base64 text may be
@@ -81,7 +92,7 @@ func isSpace(c byte) bool {
 // unbase64 decodes base64 text into a pooled scratch buffer and decompresses
 // what it holds. The scratch buffer can go back to the pool at the end because
 // the decompressors always write into a fresh output slice.
-func unbase64(raw []byte, maxDecoded int) ([]byte, Format, error) {
+func unbase64(raw []byte, maxDecoded int, gz gunzipFunc) ([]byte, Format, error) {
 	start := 0
 	for start < len(raw) && isSpace(raw[start]) {
 		start++
@@ -114,7 +125,7 @@ func unbase64(raw []byte, maxDecoded int) ([]byte, Format, error) {
 	bin := buf[:n]
 	switch {
 	case bytes.HasPrefix(bin, gzipMagic):
-		out, err := gunzip(bin, maxDecoded, "gzip (inside base64)")
+		out, err := gz(bin, maxDecoded, "gzip (inside base64)")
 		return out, FormatGzipBase64, err
 	case bytes.HasPrefix(bin, zstdMagic):
 		out, err := unzstd(bin, maxDecoded, "zstd (inside base64)")
@@ -214,25 +225,68 @@ func gzipSizeHint(src []byte, maxDecoded int) int {
 	return int(isize)
 }
 
+// gzipTrailerOverCap refuses a gzip stream whose trailer declares more than the cap, before anything
+// is inflated. The trailer's ISIZE is the last member's size mod 2^32, so the whole is at least that
+// much, when it is possible for this input at all (a truncated stream ends in arbitrary bytes). A
+// bomb with a forged trailer is stopped by the decoder, at the cap.
+func gzipTrailerOverCap(src []byte, maxDecoded int) error {
+	if len(src) >= 18 {
+		isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
+		if isize > int64(maxDecoded) && isize <= int64(len(src))*maxDeflateRatio {
+			return &capError{max: maxDecoded, detail: fmt.Sprintf("the gzip trailer declares %d bytes", isize)}
+		}
+	}
+	return nil
+}
+
 // gunzip decompresses a gzip stream (all members) into a new slice, checking
 // the CRC-32 and length of every member. internal/inflate does the work: it
 // decodes straight into one flat slice, about twice as fast as klauspost's
 // streaming gzip reader (its BenchmarkGunzip).
 func gunzip(src []byte, maxDecoded int, codec string) ([]byte, error) {
-	// The trailer's ISIZE is the last member's size mod 2^32, so the whole is at least that much:
-	// when it is over the cap (and possible for this input: a truncated stream ends in arbitrary
-	// bytes), refuse before inflating anything. A bomb with a forged trailer is stopped by the
-	// decoder, at the cap.
-	if len(src) >= 18 {
-		isize := int64(binary.LittleEndian.Uint32(src[len(src)-4:]))
-		if isize > int64(maxDecoded) && isize <= int64(len(src))*maxDeflateRatio {
-			return nil, &capError{max: maxDecoded, detail: fmt.Sprintf("the gzip trailer declares %d bytes", isize)}
-		}
+	if err := gzipTrailerOverCap(src, maxDecoded); err != nil {
+		return nil, err
 	}
 	hint := min(gzipSizeHint(src, maxDecoded), presizeRatio*len(src), presizeLimit, maxDecoded)
 	out, err := inflate.Gunzip(make([]byte, 0, hint+inflate.Slack), src, maxDecoded)
 	if errors.Is(err, inflate.ErrTooLarge) {
 		return nil, &capError{max: maxDecoded}
+	}
+	if err != nil {
+		return nil, codecError(codec, err)
+	}
+	return out, nil
+}
+
+// gzipReader is a pooled klauspost gzip reader with the bytes.Reader it reads
+// from, so a decode allocates neither.
+type gzipReader struct {
+	zr gzip.Reader
+	br bytes.Reader
+}
+
+var gzipReaders = sync.Pool{New: func() any { return new(gzipReader) }}
+
+// gunzipKlauspost is gunzip on klauspost/compress's streaming gzip reader,
+// read to EOF (so every member's CRC-32 and length are checked) through
+// readCapped, which stops at the cap.
+func gunzipKlauspost(src []byte, maxDecoded int, codec string) ([]byte, error) {
+	if err := gzipTrailerOverCap(src, maxDecoded); err != nil {
+		return nil, err
+	}
+	d := gzipReaders.Get().(*gzipReader)
+	defer func() {
+		d.br.Reset(nil) // drop the reference to src before pooling
+		gzipReaders.Put(d)
+	}()
+	d.br.Reset(src)
+	if err := d.zr.Reset(&d.br); err != nil {
+		return nil, codecError(codec, err)
+	}
+	out, err := readCapped(&d.zr, min(gzipSizeHint(src, maxDecoded)+1, presizeRatio*len(src)), maxDecoded)
+	var ce *capError
+	if errors.As(err, &ce) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, codecError(codec, err)

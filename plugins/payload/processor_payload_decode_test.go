@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -348,4 +351,136 @@ func TestPayloadDecodeZstdWindowLimit(t *testing.T) {
 	_, err = Decode(tiny, 32<<20)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "zstd payload is corrupt: frame window over 8388608 bytes, more than the input could fill")
+}
+
+// TestPayloadDecodeDecodersAgree runs the same payloads through both gzip decoders (decoder: fast
+// and decoder: klauspost) and requires the same outcome: the same bytes and format, or the same
+// error text, so switching decoders changes nothing a dead-letter consumer or dashboard can see.
+func TestPayloadDecodeDecodersAgree(t *testing.T) {
+	const maxDecoded = 1 << 20
+	js := sampleRequestJSON(200)
+	gz := stdGzip(t, js)
+	flip := func(b []byte, i int) []byte {
+		b = bytes.Clone(b)
+		b[i] ^= 0x01
+		return b
+	}
+	exact := bytes.Repeat([]byte(" "), maxDecoded)
+	exact[0], exact[len(exact)-1] = '[', ']'
+	over := append(bytes.Clone(exact), ' ')
+	var bomb bytes.Buffer
+	bw := must(gzip.NewWriterLevel(&bomb, gzip.BestCompression))
+	writeZeros(bw, 16<<20)
+	must(0, bw.Close())
+	forge := func(b []byte) []byte { // a trailer claiming 1000 bytes: only the decoder can stop it
+		b = bytes.Clone(b)
+		binary.LittleEndian.PutUint32(b[len(b)-4:], 1000)
+		return b
+	}
+	forgedBomb := forge(bomb.Bytes())
+
+	cases := map[string][]byte{
+		"gzip":                          gz,
+		"gzip of nothing":               stdGzip(t, nil),
+		"gzip of two members":           append(stdGzip(t, js[:100]), stdGzip(t, js[100:])...),
+		"gzip_base64":                   b64(gz),
+		"gzip_base64 url-safe":          []byte(base64.RawURLEncoding.EncodeToString(gz)),
+		"gzip_base64 wrapped":           wrap76(b64(gz)),
+		"zstd":                          refZstd(t, js, true),
+		"zstd_base64":                   b64(refZstd(t, js, false)),
+		"json":                          js,
+		"gzip at the cap":               stdGzip(t, exact),
+		"gzip one byte over the cap":    stdGzip(t, over),
+		"gzip over the cap, forged":     forge(stdGzip(t, over)),
+		"gzip bomb":                     bomb.Bytes(),
+		"gzip bomb with forged ISIZE":   forgedBomb,
+		"gzip_base64 bomb":              b64(forgedBomb),
+		"gzip magic only":               gz[:2],
+		"gzip cut in the header":        gz[:7],
+		"gzip cut in the data":          gz[:len(gz)/2],
+		"gzip cut in the trailer":       gz[:len(gz)-3],
+		"gzip with a flipped CRC":       flip(gz, len(gz)-6),
+		"gzip with a flipped length":    flip(gz, len(gz)-2),
+		"gzip with a flipped header":    flip(gz, 3),
+		"gzip with a flipped data byte": flip(gz, len(gz)/2),
+		"gzip with trailing garbage":    append(bytes.Clone(gz), "garbage!!!"...),
+		"base64 of truncated gzip":      b64(gz[:len(gz)-10]),
+		"base64 of corrupt gzip":        b64(flip(gz, len(gz)-6)),
+		"zstd truncated":                refZstd(t, js, true)[:100],
+		"not a payload":                 []byte("<html>502</html>"),
+		"empty":                         nil,
+	}
+	// Every prefix of a small stream: each decoder must call each cut truncated, at the same place.
+	small := stdGzip(t, sampleRequestJSON(3))
+	for n := 2; n < len(small); n++ {
+		cases[fmt.Sprintf("gzip cut at %d of %d", n, len(small))] = small[:n]
+	}
+
+	fast := newDecodeProc(t, fmt.Sprintf("max_decoded_bytes: %d", maxDecoded))
+	klauspost := newDecodeProc(t, fmt.Sprintf("max_decoded_bytes: %d\ndecoder: klauspost", maxDecoded))
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			a, b := runProc(t, fast, bytes.Clone(in)), runProc(t, klauspost, bytes.Clone(in))
+			assert.Equal(t, fmt.Sprint(a.GetError()), fmt.Sprint(b.GetError()))
+			assert.Equal(t, content(t, a), content(t, b))
+			assert.Equal(t, meta(a, metaPayloadFormat), meta(b, metaPayloadFormat))
+			assert.Equal(t, meta(a, metaErrorStage), meta(b, metaErrorStage))
+		})
+	}
+	// The expected outcomes, so that agreeing on a wrong answer fails too.
+	for name, want := range map[string]string{
+		"gzip one byte over the cap":  "decoded payload exceeds max_decoded_bytes (1048576): the gzip trailer declares 1048577 bytes",
+		"gzip over the cap, forged":   "decoded payload exceeds max_decoded_bytes (1048576)",
+		"gzip bomb":                   "decoded payload exceeds max_decoded_bytes (1048576): the gzip trailer declares 16777216 bytes",
+		"gzip bomb with forged ISIZE": "decoded payload exceeds max_decoded_bytes (1048576)",
+		"gzip_base64 bomb":            "decoded payload exceeds max_decoded_bytes (1048576)",
+		"gzip cut in the data":        "gzip payload is truncated: unexpected EOF",
+		"gzip with a flipped CRC":     "gzip payload is corrupt: gzip: invalid checksum",
+		"gzip with trailing garbage":  "gzip payload is corrupt: gzip: invalid header",
+		"base64 of truncated gzip":    "gzip (inside base64) payload is truncated: unexpected EOF",
+	} {
+		out := runProc(t, klauspost, bytes.Clone(cases[name]))
+		assert.EqualError(t, out.GetError(), want, name)
+	}
+	for name, want := range map[string][]byte{"gzip": js, "gzip of two members": js, "gzip_base64": js, "gzip at the cap": exact} {
+		out := runProc(t, klauspost, bytes.Clone(cases[name]))
+		require.NoError(t, out.GetError(), name)
+		assert.Equal(t, want, content(t, out), name)
+	}
+}
+
+// TestPayloadDecodeDecodersAgreeOnBitFlips flips every bit of a small gzip stream, header and
+// trailer included: both decoders must accept or refuse each the same way, with the same text but
+// for the offset in flate's "corrupt input before offset N", which each decoder reports from where
+// it noticed the damage (the decoder field's docs say so).
+func TestPayloadDecodeDecodersAgreeOnBitFlips(t *testing.T) {
+	offset := regexp.MustCompile(`offset \d+`)
+	src := stdGzip(t, sampleRequestJSON(3))
+	for i := range src {
+		for bit := range 8 {
+			in := bytes.Clone(src)
+			in[i] ^= 1 << bit
+			a, fa, errA := decodeWith(in, 1<<20, gunzip)
+			b, fb, errB := decodeWith(in, 1<<20, gunzipKlauspost)
+			require.Equal(t, offset.ReplaceAllString(fmt.Sprint(errA), "offset N"), offset.ReplaceAllString(fmt.Sprint(errB), "offset N"), "byte %d bit %d", i, bit)
+			require.Equal(t, a, b, "byte %d bit %d", i, bit)
+			require.Equal(t, fa, fb, "byte %d bit %d", i, bit)
+		}
+	}
+}
+
+func TestPayloadDecodeDecoderConfig(t *testing.T) {
+	assert.Equal(t, reflect.ValueOf(gunzip).Pointer(), reflect.ValueOf(newDecodeProc(t, `{}`).gunzip).Pointer(), "fast is the default")
+	assert.Equal(t, reflect.ValueOf(gunzipKlauspost).Pointer(), reflect.ValueOf(newDecodeProc(t, `decoder: klauspost`).gunzip).Pointer())
+
+	assert.Empty(t, lintProcessor(t, "payload_decode:\n  decoder: klauspost\n"))
+	lints := lintProcessor(t, "payload_decode:\n  decoder: zlib\n")
+	require.Len(t, lints, 1)
+	assert.Contains(t, lints[0], "zlib")
+
+	// A config that skipped the linter is refused by the constructor, not run with a default.
+	conf, err := payloadDecodeProcSpec().ParseYAML(`decoder: zlib`, nil)
+	require.NoError(t, err)
+	_, err = newPayloadDecodeFromParsedConf(conf, nil)
+	assert.EqualError(t, err, `decoder must be "fast" or "klauspost", got "zlib"`)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
 	"github.com/redpanda-data/benthos/v4/public/service"
 )
 
@@ -219,116 +220,87 @@ func (e *promExporter) Close(context.Context) error {
 
 //------------------------------------------------------------------------------
 
-type metricKind int
-
+// The metric kinds of Benthos, as named in log messages.
 const (
-	kindCounter metricKind = iota
-	kindGauge
-	kindTimer
+	kindCounter = "counter"
+	kindGauge   = "gauge"
+	kindTimer   = "timer"
 )
 
-func (k metricKind) String() string {
-	return [...]string{"counter", "gauge", "timer"}[k]
-}
-
 // promVec is one registered vector: the label names are in the order the first caller gave them.
+// vec is the *MetricVec every client_golang vector embeds, so one lookup serves all kinds; the
+// Metric it returns is a Counter, Gauge or Observer according to kind.
 type promVec struct {
-	kind       metricKind
+	kind       string
 	name       string
 	labelNames []string
-	counter    *prometheus.CounterVec
-	gauge      *prometheus.GaugeVec
-	observer   prometheus.ObserverVec
+	vec        *prometheus.MetricVec
 	warned     atomic.Bool // one warning per vector for refused label values
 }
 
-// binding is what one New*Ctor call returns: the shared vector plus, when this caller listed the same
-// label names in another order, where each of the vector's labels sits in the caller's values.
+// binding is what one New*Ctor call returns. keys is set only when this caller listed the vector's
+// label names in another order: its values are then looked up by name (client_golang's
+// GetMetricWith) rather than by position.
 type binding struct {
 	vec  *promVec
-	perm []int // nil when the caller's order is the vector's order
+	keys []string
+	log  *service.Logger
 }
 
 func (e *promExporter) NewCounterCtor(name string, labelKeys ...string) service.MetricsExporterCounterCtor {
 	b := e.bind(kindCounter, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterCounter {
-		if b == nil {
-			return noopMetric{}
-		}
-		c, err := b.vec.counter.GetMetricWithLabelValues(b.values(labelValues)...)
-		if err != nil {
-			return b.refused(e.log, labelValues, err)
-		}
-		return promCounter{c}
-	}
+	return func(labelValues ...string) service.MetricsExporterCounter { return promSeries{b.metric(labelValues)} }
 }
 
 func (e *promExporter) NewGaugeCtor(name string, labelKeys ...string) service.MetricsExporterGaugeCtor {
 	b := e.bind(kindGauge, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterGauge {
-		if b == nil {
-			return noopMetric{}
-		}
-		g, err := b.vec.gauge.GetMetricWithLabelValues(b.values(labelValues)...)
-		if err != nil {
-			return b.refused(e.log, labelValues, err)
-		}
-		return promGauge{g}
-	}
+	return func(labelValues ...string) service.MetricsExporterGauge { return promSeries{b.metric(labelValues)} }
 }
 
 func (e *promExporter) NewTimerCtor(name string, labelKeys ...string) service.MetricsExporterTimerCtor {
 	b := e.bind(kindTimer, name, labelKeys)
-	return func(labelValues ...string) service.MetricsExporterTimer {
-		if b == nil {
-			return noopMetric{}
-		}
-		o, err := b.vec.observer.GetMetricWithLabelValues(b.values(labelValues)...)
-		if err != nil {
-			return b.refused(e.log, labelValues, err)
-		}
-		return promTimer{o}
-	}
+	return func(labelValues ...string) service.MetricsExporterTimer { return promSeries{b.metric(labelValues)} }
 }
 
-// values returns the label values in the vector's order, with invalid UTF-8 repaired (client_golang
-// refuses such values, and Benthos labels can carry topic names or paths from user data).
-func (b *binding) values(in []string) []string {
-	out := in
-	if b.perm != nil && len(in) == len(b.perm) {
-		out = make([]string, len(in))
-		for i, j := range b.perm {
-			out[i] = in[j]
+// metric returns the series for the label values, or nil when the binding was refused or the values
+// do not fit the labels (in practice a wrong count, a caller bug): the updates are then dropped
+// rather than panicking in the message path, with one warning per vector. Invalid UTF-8 is repaired
+// first, as client_golang refuses it and Benthos labels can carry topic names or paths from user data.
+func (b *binding) metric(labelValues []string) prometheus.Metric {
+	if b == nil {
+		return nil
+	}
+	values := labelValues
+	if slices.ContainsFunc(values, func(v string) bool { return !utf8.ValidString(v) }) {
+		values = make([]string, len(labelValues)) // never write into the caller's slice
+		for i, v := range labelValues {
+			values[i] = strings.ToValidUTF8(v, "\uFFFD")
 		}
 	}
-	for i, v := range out {
-		if !utf8.ValidString(v) {
-			if sameSlice(out, in) {
-				out = slices.Clone(in) // never write into the caller's slice
-			}
-			out[i] = strings.ToValidUTF8(v, "\uFFFD")
+	var m prometheus.Metric
+	var err error
+	if b.keys != nil && len(values) == len(b.keys) {
+		labels := make(prometheus.Labels, len(values))
+		for i, k := range b.keys {
+			labels[k] = values[i]
 		}
+		m, err = b.vec.vec.GetMetricWith(labels)
+	} else {
+		m, err = b.vec.vec.GetMetricWithLabelValues(values...)
 	}
-	return out
-}
-
-func sameSlice(a, b []string) bool {
-	return len(a) > 0 && len(b) > 0 && &a[0] == &b[0]
-}
-
-// refused handles label values the vector cannot take (in practice a count that does not match the
-// label names, a caller bug): drop the updates rather than panic in the message path, and say so once.
-func (b *binding) refused(log *service.Logger, labelValues []string, err error) noopMetric {
-	if b.vec.warned.CompareAndSwap(false, true) {
-		log.Warnf("prometheus: dropping updates to %s %q: label values %q do not fit labels %q: %v",
-			b.vec.kind, b.vec.name, labelValues, b.vec.labelNames, err)
+	if err != nil {
+		if b.vec.warned.CompareAndSwap(false, true) {
+			b.log.Warnf("prometheus: dropping updates to %s %q: label values %q do not fit labels %q: %v",
+				b.vec.kind, b.vec.name, labelValues, b.vec.labelNames, err)
+		}
+		return nil
 	}
-	return noopMetric{}
+	return m
 }
 
 // bind returns the binding for name and labels, creating and registering the vector on first use.
 // It returns nil (updates dropped, warning logged) when the name is taken by another kind or label set.
-func (e *promExporter) bind(kind metricKind, name string, labelKeys []string) *binding {
+func (e *promExporter) bind(kind string, name string, labelKeys []string) *binding {
 	fqName := e.prefix + sanitiseMetricName(name)
 	labels := sanitiseLabelNames(labelKeys, kind == kindTimer, e.useHistogram)
 
@@ -341,38 +313,34 @@ func (e *promExporter) bind(kind metricKind, name string, labelKeys []string) *b
 				fqName, name, v.kind, kind)
 			return nil
 		}
-		perm, ok := permutation(v.labelNames, labels)
-		if !ok {
+		if slices.Equal(v.labelNames, labels) {
+			return &binding{vec: v, log: e.log}
+		}
+		if !slices.Equal(slices.Sorted(slices.Values(v.labelNames)), slices.Sorted(slices.Values(labels))) {
 			e.log.Warnf("prometheus: %s %q (from %q) already has labels %q, refusing labels %q; its updates are dropped",
 				kind, fqName, name, v.labelNames, labels)
 			return nil
 		}
-		return &binding{vec: v, perm: perm}
+		return &binding{vec: v, keys: labels, log: e.log}
 	}
 
 	v := &promVec{kind: kind, name: fqName, labelNames: labels}
 	var c prometheus.Collector
 	switch kind {
 	case kindCounter:
-		v.counter = prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: fqName,
-			Help: fmt.Sprintf("Benthos counter %s.", name),
-		}, labels)
-		c = v.counter
+		cv := prometheus.NewCounterVec(prometheus.CounterOpts{Name: fqName, Help: fmt.Sprintf("Benthos counter %s.", name)}, labels)
+		v.vec, c = cv.MetricVec, cv
 	case kindGauge:
-		v.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: fqName,
-			Help: fmt.Sprintf("Benthos gauge %s.", name),
-		}, labels)
-		c = v.gauge
+		gv := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: fqName, Help: fmt.Sprintf("Benthos gauge %s.", name)}, labels)
+		v.vec, c = gv.MetricVec, gv
 	case kindTimer:
 		help := fmt.Sprintf("Benthos timer %s, in seconds (converted from the nanoseconds Benthos measures).", name)
 		if e.useHistogram {
 			hv := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: fqName, Help: help, Buckets: e.buckets}, labels)
-			v.observer, c = hv, hv
+			v.vec, c = hv.MetricVec, hv
 		} else {
 			sv := prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: fqName, Help: help, Objectives: summaryObjectives}, labels)
-			v.observer, c = sv, sv
+			v.vec, c = sv.MetricVec, sv
 		}
 	}
 	if err := e.reg.Register(c); err != nil {
@@ -382,53 +350,20 @@ func (e *promExporter) bind(kind metricKind, name string, labelKeys []string) *b
 		return nil
 	}
 	e.vecs[fqName] = v
-	return &binding{vec: v}
-}
-
-// permutation reports whether have and want hold the same label names and, if their orders differ,
-// for each position of have the index of that name in want.
-func permutation(have, want []string) ([]int, bool) {
-	if len(have) != len(want) {
-		return nil, false
-	}
-	if slices.Equal(have, want) {
-		return nil, true
-	}
-	perm := make([]int, len(have))
-	for i, h := range have {
-		j := slices.Index(want, h)
-		if j < 0 {
-			return nil, false
-		}
-		perm[i] = j
-	}
-	return perm, true
+	return &binding{vec: v, log: e.log}
 }
 
 //------------------------------------------------------------------------------
 
-// sanitiseMetricName maps name onto the Prometheus metric name rules ([a-zA-Z_][a-zA-Z0-9_]*; colons
-// are legal but reserved for recording rules, so they are replaced too).
+// sanitiseMetricName maps name onto the Prometheus metric name rules with prometheus/common's
+// underscore escaping, plus two rules of ours that dashboards already depend on: a leading digit is
+// kept behind a "_" (escaping would replace it), and colons, legal but reserved for recording rules,
+// become "_" too.
 func sanitiseMetricName(name string) string {
-	if name == "" {
-		return "_"
+	if name == "" || (name[0] >= '0' && name[0] <= '9') {
+		name = "_" + name
 	}
-	var sb strings.Builder
-	sb.Grow(len(name) + 1)
-	for i, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r == '_':
-			sb.WriteRune(r)
-		case r >= '0' && r <= '9':
-			if i == 0 {
-				sb.WriteByte('_')
-			}
-			sb.WriteRune(r)
-		default:
-			sb.WriteByte('_')
-		}
-	}
-	return sb.String()
+	return strings.ReplaceAll(model.EscapeName(name, model.UnderscoreEscaping), ":", "_")
 }
 
 // sanitiseLabelNames maps label names onto the Prometheus rules: the metric name rules, no leading
@@ -466,40 +401,34 @@ func toAnySlice(fs []float64) []any {
 
 //------------------------------------------------------------------------------
 
-type promCounter struct{ c prometheus.Counter }
+// promSeries adapts one client_golang series to the Benthos metric interfaces. bind hands a counter
+// constructor only counter vectors (and so on), so each method finds the interface it expects; a
+// refused series (nil) matches none and its updates are dropped.
+type promSeries struct{ m prometheus.Metric }
 
-// Incr ignores negative deltas: client_golang panics on them and a counter cannot go down.
-func (p promCounter) Incr(n int64) {
-	if n > 0 {
-		p.c.Add(float64(n))
+func (p promSeries) Incr(n int64) { p.IncrFloat64(float64(n)) }
+
+// IncrFloat64 ignores negative and NaN deltas: client_golang panics on them and a counter cannot go down.
+func (p promSeries) IncrFloat64(f float64) {
+	if c, ok := p.m.(prometheus.Counter); ok && f > 0 {
+		c.Add(f)
 	}
 }
 
-// IncrFloat64 ignores negative and NaN deltas for the same reason as Incr.
-func (p promCounter) IncrFloat64(f float64) {
-	if f > 0 {
-		p.c.Add(f)
+func (p promSeries) Set(v int64) { p.SetFloat64(float64(v)) }
+
+func (p promSeries) SetFloat64(v float64) {
+	if g, ok := p.m.(prometheus.Gauge); ok {
+		g.Set(v)
 	}
 }
-
-type promGauge struct{ g prometheus.Gauge }
-
-func (p promGauge) Set(v int64)          { p.g.Set(float64(v)) }
-func (p promGauge) SetFloat64(v float64) { p.g.Set(v) }
-
-type promTimer struct{ o prometheus.Observer }
 
 // Timing receives nanoseconds (the Benthos convention) and records seconds.
-func (p promTimer) Timing(ns int64) { p.o.Observe(float64(ns) / 1e9) }
-
-// noopMetric stands in for a metric whose registration or label values were refused.
-type noopMetric struct{}
-
-func (noopMetric) Incr(int64)          {}
-func (noopMetric) IncrFloat64(float64) {}
-func (noopMetric) Set(int64)           {}
-func (noopMetric) SetFloat64(float64)  {}
-func (noopMetric) Timing(int64)        {}
+func (p promSeries) Timing(ns int64) {
+	if o, ok := p.m.(prometheus.Observer); ok {
+		o.Observe(float64(ns) / 1e9)
+	}
+}
 
 // promErrorLog passes promhttp's gathering errors to the Benthos logger.
 type promErrorLog struct{ log *service.Logger }
