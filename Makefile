@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.dateBuilt=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 SHARED    ?= $(abspath ../shared)
 
-.PHONY: help build test test-go test-pipelines lint bench bench-seed demo clean
+.PHONY: help build test test-go test-pipelines test-alerts lint bench bench-seed demo clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -21,6 +21,10 @@ test-go:
 
 test-pipelines: build ## the YAML pipeline tests (rollup test)
 	$(BIN) test ./pipelines/...
+
+test-alerts: ## the Prometheus alerting rules and their unit tests (needs promtool)
+	promtool check rules config/prometheus/rollup-alerts.yaml
+	promtool test rules config/prometheus/rollup-alerts_test.yaml
 
 lint: ## gofmt, go vet and rollup lint of every pipeline
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

@@ -14,7 +14,9 @@
 //
 // It accepts the streams klauspost/compress/gzip accepts, with the same
 // output, but for one bug of klauspost's (see Gunzip); the tests and the fuzz
-// targets check that against klauspost's and Go's decoders.
+// targets check that against klauspost's and Go's decoders. docs/decoder.md
+// is the maintainer's summary: why this package exists, how it is checked, and
+// when to fall back to klauspost's decoder.
 package inflate
 
 import (

@@ -49,7 +49,7 @@ input:
       - kafka: { ... }
       - label: readiness
         kafka_readiness:
-          stall_time: ${READINESS_STALL_TIME:2m}
+          stall_time: ${READINESS_STALL_TIME:3m}
           consumer_group: ${KAFKA_GROUP_ID:weekly-aggregator}
 `+"```"+`
 
@@ -73,8 +73,9 @@ partitions (more replicas than partitions). `+"`/ping`"+` is unaffected: use it 
 each new reason is logged once, and the return to ready at INFO.
 
 Choose `+"`stall_time`"+` above the longest time one record may legitimately take from fetch to
-acknowledgement (processing of the largest request plus delivery retries), since the oldest
-record of a partition holds its commit back while it is processed.
+acknowledgement (processing of the largest request plus delivery retries, that is the output's
+`+"`timeout`"+`, plus the dead-letter write), since the oldest record of a partition holds its commit
+back while it is processed. The rollup pipelines use 3m over a 2m delivery timeout.
 
 ### Metrics
 
@@ -84,10 +85,10 @@ pending without its committed offset advancing; 0 when it progresses or is idle)
 latter well before `+"`stall_time`"+`.`).
 		Fields(
 			service.NewDurationField(rdFieldStallTime).
-				Description("How long a partition with work pending may go without a commit before the service is not ready. Above the slowest legitimate record (processing plus delivery retries).").
+				Description("How long a partition with work pending may go without a commit before the service is not ready. Above the slowest legitimate record: processing, plus the output's delivery `timeout`, plus the dead-letter write.").
 				Default("2m").
 				Example("30s").
-				Example("${READINESS_STALL_TIME:2m}"),
+				Example("${READINESS_STALL_TIME:3m}"),
 			service.NewDurationField(rdFieldCheckInterval).
 				Description("How often the rule is evaluated: readiness changes at most this much after the condition does.").
 				Default("1s").
@@ -107,7 +108,7 @@ input:
           consumer_group: ${KAFKA_GROUP_ID:weekly-aggregator}
       - label: readiness
         kafka_readiness:
-          stall_time: ${READINESS_STALL_TIME:2m}
+          stall_time: ${READINESS_STALL_TIME:3m}
           consumer_group: ${KAFKA_GROUP_ID:weekly-aggregator}
 `)
 }

@@ -9,6 +9,9 @@
 // safe for concurrent use). What is handed back to the caller is always a
 // fresh slice of its own (or, for raw JSON, the input itself), never a pooled
 // buffer.
+//
+// gzip is inflated by internal/inflate, our own decoder; docs/decoder.md says
+// why, how it is checked, and when to switch to klauspost/compress instead.
 package payload
 
 import (
