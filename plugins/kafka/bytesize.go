@@ -31,8 +31,7 @@ const maxSize = 1<<53 - 1
 // multiplication, overflow) is go-humanize's ParseBytes, whose grammar is wider: the checks above
 // narrow it to this one.
 //
-// It replaces the input's parseByteSize and the output's outParseByteSize, which disagreed on case
-// ("64mib") and range; callers are switched over with the Kafka plugin's rewrite.
+// Every size field of the input and the output reads through it, so "64mib" means the same in both.
 func parseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	digits := len(t) - len(strings.TrimLeft(t, "0123456789"))

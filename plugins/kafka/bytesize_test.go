@@ -10,10 +10,10 @@ import (
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{
-		// What the input's parseByteSize and the output's outParseByteSize each accept today.
+		// What the input's and the output's size fields accepted before they shared this parser.
 		"1MiB": 1 << 20, "25MB": 25e6, "512": 512, "64 KiB": 64 << 10,
 		"100MB": 100e6, " 64 kib ": 64 << 10, "2GB": 2e9,
-		// Where they disagreed: units in any case.
+		// Where the two old parsers disagreed: units in any case.
 		"64mib": 64 << 20, "64MIB": 64 << 20, "64Mib": 64 << 20, "1kb": 1000, "1gib": 1 << 30,
 		"0": 0, "0B": 0, "100B": 100, "100 b": 100, "1GiB": 1 << 30, "1GB": 1e9, "1KB": 1000,
 		"\t2 MiB\n":                       2 << 20,

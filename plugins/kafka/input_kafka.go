@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -300,9 +299,14 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		if err != nil {
 			return nil, err
 		}
-		if *b.to, err = parseByteSize(s); err != nil {
+		n, err := parseSize(s)
+		if err != nil {
 			return nil, fmt.Errorf("field %q: %w", b.name, err)
 		}
+		if n < 1 || n > 1<<30 {
+			return nil, fmt.Errorf("field %q: %s is outside 1B to 1GiB", b.name, s)
+		}
+		*b.to = int32(n)
 	}
 	names, err := conf.FieldStringList(inFieldBalancers)
 	if err != nil {
@@ -486,32 +490,4 @@ func nackBackoff(attempt int) time.Duration {
 		d *= 2
 	}
 	return min(d, nackBackoffMax)
-}
-
-// parseByteSize reads "64MiB", "1MB", "512KiB", "1048576" or "100B".
-func parseByteSize(s string) (int32, error) {
-	s = strings.TrimSpace(s)
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
-		{"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
-	}
-	mult := int64(1)
-	for _, u := range units {
-		if strings.HasSuffix(s, u.suffix) {
-			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("not a byte size: %w", err)
-	}
-	v := n * mult
-	if v < 1 || v > 1<<30 {
-		return 0, errors.New("byte size must be between 1B and 1GiB")
-	}
-	return int32(v), nil
 }

@@ -71,16 +71,23 @@ kafka: { seed_brokers: [ x ], topics: [ t ], consumer_group: g, checkpoint_limit
 `); err == nil || !strings.Contains(err.Error(), "checkpoint_limit must be at least 1") {
 		t.Errorf("lint of checkpoint_limit 0: %v", err)
 	}
-	for s, want := range map[string]int32{"1MiB": 1 << 20, "25MB": 25e6, "512": 512, "64 KiB": 64 << 10} {
-		if got, err := parseByteSize(s); err != nil || got != want {
-			t.Errorf("parseByteSize(%q) = %d, %v; want %d", s, got, err, want)
-		}
+	// Sizes read through parseSize, in any case; out of range is refused.
+	conf, err = kafkaInputSpec().ParseYAML(`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, fetch_max_bytes: 64mib, fetch_max_partition_bytes: 25MB }`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in, err := newKafkaInputFromParsedConf(conf, service.MockResources()); err != nil || in.fetchMaxBytes != 64<<20 || in.fetchMaxPartB != 25e6 {
+		t.Errorf("sizes: %v", err)
+	}
+	conf, _ = kafkaInputSpec().ParseYAML(`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, fetch_max_bytes: 2GiB }`, nil)
+	if _, err := newKafkaInputFromParsedConf(conf, service.MockResources()); err == nil {
+		t.Error("fetch_max_bytes 2GiB accepted")
 	}
 }
 
 // TestInputConsumesAllAndCommits: N records through a stream; every offset is seen once, the
 // committed offsets reach the end of each partition, metadata and metrics are filled in, and
-// Close leaves the status registry.
+// Close leaves the registry the readiness gate watches.
 func TestInputConsumesAllAndCommits(t *testing.T) {
 	const n = 300
 	brokers := testBrokers(t)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
@@ -234,8 +233,7 @@ type kafkaOutput struct {
 	// so the retried record is alone in its batch and its outcome is its own. Writers release the
 	// read lock before taking the write lock (sync.RWMutex is not upgradable). Rare path: the
 	// topic limits learned in limits keep kgo from building such batches in the first place.
-	soloMu      sync.RWMutex
-	soloRetries atomic.Int64 // records retried alone; read by tests
+	soloMu sync.RWMutex
 }
 
 func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resources) (*kafkaOutput, error) {
@@ -268,7 +266,7 @@ func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resou
 	if err != nil {
 		return nil, err
 	}
-	maxBytes, err := outParseByteSize(sizeStr)
+	maxBytes, err := parseSize(sizeStr)
 	if err != nil {
 		return nil, fmt.Errorf("field %q: %w", outFieldMaxMessageBytes, err)
 	}
@@ -503,32 +501,6 @@ func (o *kafkaOutput) produceAll(ctx context.Context, recs []*kgo.Record, errs [
 		})
 	}
 	wg.Wait()
-}
-
-// retryAlone writes again, each alone in its batch, the records the broker refused as too large
-// that are not over the limit on their own: they may have failed only because kgo grouped them
-// with a large record (possible when a topic's limit could not be learned). Records over the
-// limit on their own keep their error. A record retried alone lands after records written after
-// it, so per-key order holds only while no batch is refused for its size.
-func (o *kafkaOutput) retryAlone(ctx context.Context, recs []*kgo.Record, errs []error) {
-	var idx []int
-	for i, err := range errs {
-		if recs[i] != nil && isRecordTooLarge(err) && outRecordBytes(recs[i]) <= int(o.limits.batchMaxBytes(recs[i].Topic)) {
-			idx = append(idx, i)
-		}
-	}
-	if len(idx) == 0 {
-		return
-	}
-	o.soloMu.Lock() // see soloMu: no other record is in the client while we hold it
-	defer o.soloMu.Unlock()
-	cl := o.currentClient()
-	for _, i := range idx {
-		r := recs[i]
-		recs[i] = &kgo.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers, Timestamp: r.Timestamp, Partition: r.Partition}
-		errs[i] = cl.ProduceSync(ctx, recs[i]).FirstErr()
-		o.soloRetries.Add(1)
-	}
 }
 
 // outcome updates the metrics and builds the batch's result.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // outBroker is the broker an output test talks to over TCP: the one named by
@@ -45,6 +47,27 @@ func newOutBroker(t *testing.T, forceFake bool, opts ...kfake.Opt) *outBroker {
 	t.Cleanup(cl.Close)
 	b.adm = kadm.NewClient(cl)
 	return b
+}
+
+// largestProduce makes the fake broker record the largest record payload of any partition in any
+// produce request it receives, so that a test can tell whether a record reached the broker; nil on
+// a real broker.
+func (b *outBroker) largestProduce() *atomic.Int64 {
+	if b.fake == nil {
+		return nil
+	}
+	var largest atomic.Int64
+	b.fake.ControlKey(kmsg.Produce.Int16(), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		for _, t := range r.(*kmsg.ProduceRequest).Topics {
+			for _, p := range t.Partitions {
+				if n := int64(len(p.Records)); n > largest.Load() {
+					largest.Store(n)
+				}
+			}
+		}
+		return nil, nil, false // not handled: the broker answers as usual, and the control stays
+	})
+	return &largest
 }
 
 // topic creates a topic with a name unique to this run and the given configs.
