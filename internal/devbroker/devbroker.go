@@ -108,6 +108,9 @@ type Options struct {
 
 	// Logger receives kfake's logs; nil discards them.
 	Logger kfake.Logger
+
+	// ClusterOpts are more kfake options (SASL users, ACLs), for tests.
+	ClusterOpts []kfake.Opt
 }
 
 func (o Options) withDefaults() Options {
@@ -206,6 +209,7 @@ func start(opts Options, topics []string) (*Broker, error) {
 		kopts = append(kopts, kfake.WithLogger(opts.Logger))
 	}
 
+	kopts = append(kopts, opts.ClusterOpts...)
 	c, err := kfake.NewCluster(kopts...)
 	if err != nil {
 		ln.Close()

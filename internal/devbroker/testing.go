@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 // TestBroker is a broker for tests in any package: the real cluster named by
@@ -31,6 +32,10 @@ type TestBroker struct {
 	Cluster *kfake.Cluster
 	// Admin is an admin client on the broker, closed by the test's cleanup.
 	Admin *kadm.Client
+
+	// Auth holds client options every client of the helpers adds (SASL as the
+	// superuser of NewSecuredTestBroker); empty otherwise.
+	Auth []kgo.Opt
 
 	mu       sync.Mutex
 	producer *kgo.Client
@@ -60,7 +65,40 @@ func NewTestBroker(t testing.TB) *TestBroker {
 		b.Cluster = eb.Cluster()
 	}
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.seeds()...))
+	b.connectAdmin(t)
+	return b
+}
+
+// Secured test brokers: SASL/SCRAM-SHA-256 and ACLs, with this superuser.
+const (
+	SecuredAdminUser     = "admin"
+	SecuredAdminPassword = "admin-secret"
+)
+
+// NewSecuredTestBroker starts an embedded broker (whatever KAFKA_BOOTSTRAP_SERVERS
+// says) that requires SASL/SCRAM-SHA-256 and checks ACLs. The helpers
+// authenticate as the superuser SecuredAdminUser; users, each with its ACLs,
+// come as kfake.User options.
+func NewSecuredTestBroker(t testing.TB, users ...kfake.Opt) *TestBroker {
+	t.Helper()
+	opts := Options{Addr: "127.0.0.1:0"}.withDefaults()
+	opts.ClusterOpts = append([]kfake.Opt{kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("SCRAM-SHA-256", SecuredAdminUser, SecuredAdminPassword)}, users...)
+	eb, err := start(opts, nil)
+	if err != nil {
+		t.Fatalf("devbroker: start embedded broker: %v", err)
+	}
+	t.Cleanup(eb.Close)
+	b := &TestBroker{Addr: eb.Addr(), Cluster: eb.Cluster(),
+		Auth: []kgo.Opt{kgo.SASL(scram.Auth{User: SecuredAdminUser, Pass: SecuredAdminPassword}.AsSha256Mechanism())}}
+	b.connectAdmin(t)
+	return b
+}
+
+// connectAdmin makes b.Admin and checks that the broker answers.
+func (b *TestBroker) connectAdmin(t testing.TB) {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, b.Auth...)...)
 	if err != nil {
 		t.Fatalf("devbroker: admin client for %s: %v", b.Addr, err)
 	}
@@ -80,7 +118,13 @@ func NewTestBroker(t testing.TB) *TestBroker {
 			b.producer.Close()
 		}
 	})
-	return b
+}
+
+// ClientOptions are the options of the helpers' clients: the seeds, the raised
+// size limits (ClientOpts) and Auth.
+func (b *TestBroker) ClientOptions() []kgo.Opt {
+	opts := append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, ClientOpts(DefaultMaxMessageBytes)...)
+	return append(opts, b.Auth...)
 }
 
 // Real reports whether this is a real broker (KAFKA_BOOTSTRAP_SERVERS) rather
@@ -197,8 +241,7 @@ func (b *TestBroker) Group(base string) string { return uniqueName(base) }
 // win). It is closed when the test ends.
 func (b *TestBroker) Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
-	all := append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, ClientOpts(DefaultMaxMessageBytes)...)
-	all = append(all, opts...)
+	all := append(b.ClientOptions(), opts...)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
 		t.Fatalf("devbroker: client for %s: %v", b.Addr, err)
@@ -215,7 +258,7 @@ func (b *TestBroker) Produce(t testing.TB, topic string, recs ...*kgo.Record) {
 	b.mu.Lock()
 	if b.producer == nil {
 		var err error
-		b.producer, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.seeds()...)}, ClientOpts(DefaultMaxMessageBytes)...)...)
+		b.producer, err = kgo.NewClient(b.ClientOptions()...)
 		if err != nil {
 			b.mu.Unlock()
 			t.Fatalf("devbroker: producer for %s: %v", b.Addr, err)
@@ -240,12 +283,10 @@ func (b *TestBroker) Produce(t testing.TB, topic string, recs ...*kgo.Record) {
 // came within timeout. Call it from the test's goroutine.
 func (b *TestBroker) ConsumeN(t testing.TB, topic string, n int, timeout time.Duration) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(append(
-		[]kgo.Opt{kgo.SeedBrokers(b.seeds()...)},
-		append(ClientOpts(DefaultMaxMessageBytes),
-			kgo.ConsumeTopics(topic),
-			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		)...)...)
+	cl, err := kgo.NewClient(append(b.ClientOptions(),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)...)
 	if err != nil {
 		t.Fatalf("devbroker: consumer for %s: %v", b.Addr, err)
 	}

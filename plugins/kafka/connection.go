@@ -342,6 +342,13 @@ func (b *fatalBackoff) failed() time.Duration {
 	return d
 }
 
+// remaining is how long the back-off of the last failure still runs (0 or less: over).
+func (b *fatalBackoff) remaining() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Until(b.until)
+}
+
 // reset forgets earlier failures after a successful connection.
 func (b *fatalBackoff) reset() {
 	b.mu.Lock()

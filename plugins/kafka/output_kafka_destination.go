@@ -84,15 +84,22 @@ func (d *destinations) failed(recs []*kgo.Record, errs []error) error {
 	if len(found) == 0 {
 		return nil
 	}
-	wait := d.backoff.failed()
+	// Concurrent writes (max_in_flight) meet the same problem at once: the first one starts the
+	// next back-off step and logs; the others join the wait without lengthening it.
+	wait, first := d.backoff.remaining(), false
+	if wait <= 0 {
+		wait, first = d.backoff.failed(), true
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var names []string
 	for t, err := range found {
 		d.blocked[t] = err
 		names = append(names, t)
-		d.log.Errorf("kafka output: topic %q cannot be written: %s; holding the messages and reporting not ready (nothing is dead-lettered or committed), checking again in %v",
-			t, errorCode(err), wait)
+		if first {
+			d.log.Errorf("kafka output: topic %q cannot be written: %s; holding the messages and reporting not ready (nothing is dead-lettered or committed), checking again in %v",
+				t, errorCode(err), wait.Round(time.Millisecond))
+		}
 	}
 	slices.Sort(names)
 	return fmt.Errorf("topics %s cannot be written", strings.Join(names, ", "))

@@ -11,7 +11,6 @@ import (
 	"io"
 	"sort"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -203,8 +202,7 @@ func readAll(t testing.TB, b *devbroker.TestBroker, topics ...string) []*kgo.Rec
 	if len(remaining) == 0 {
 		return nil
 	}
-	opts := append([]kgo.Opt{kgo.SeedBrokers(strings.Split(b.Addr, ",")...), kgo.ConsumePartitions(want)},
-		devbroker.ClientOpts(devbroker.DefaultMaxMessageBytes)...)
+	opts := append(b.ClientOptions(), kgo.ConsumePartitions(want))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		t.Fatalf("reader client: %v", err)
