@@ -42,7 +42,7 @@ func TestResponseTopicWriteDenied(t *testing.T) {
 	))
 	f := &fixture{b: b, in: b.Topic(t, "e2e-in", 2, nil), out: b.Topic(t, "e2e-out", 2, nil),
 		dlq: b.Topic(t, "e2e-dlq", 1, nil), group: b.Group("e2e-rollup")}
-	deny := kadm.NewACLs().Deny("User:"+user).DenyHosts("*").Topics(f.out).Operations(kadm.OpWrite).
+	deny := kadm.NewACLs().Deny("User:" + user).DenyHosts("*").Topics(f.out).Operations(kadm.OpWrite).
 		ResourcePatternType(kadm.ACLPatternLiteral)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
