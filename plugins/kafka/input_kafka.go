@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ const (
 	inFieldShutdownTimeout        = "shutdown_timeout"
 	inFieldRevokeTimeout          = "revoke_timeout"
 	inFieldBalancers              = "balancers"
+	inFieldExactlyOnce            = "exactly_once"
+	inFieldTransactionalID        = "transactional_id"
+	inFieldTransactionInterval    = "transaction_interval"
+	inFieldTransactionTimeout     = "transaction_timeout"
 )
 
 const (
@@ -169,6 +174,21 @@ allow the records in the first place.`).
 				Default([]string{"cooperative_sticky", "range"}).
 				Example([]string{"cooperative_sticky"}).
 				Advanced(),
+			service.NewBoolField(inFieldExactlyOnce).
+				Description("Exactly-once: the outcomes of the records (written by `kafka` outputs of the same stream with `exactly_once: true`) and the records' offsets are committed in one Kafka transaction, so a reader with `isolation.level=read_committed` sees each record's outcome once, whatever crashes. Records are still processed concurrently; a transaction collects records for `transaction_interval`, then waits for all of them to be answered before it commits. A record the pipeline rejects aborts its transaction, which is read again after a back-off. Needs Kafka 2.5 or later (KIP-447). See docs/operations.md.").
+				Default(false),
+			service.NewStringField(inFieldTransactionalID).
+				Description("With `exactly_once`: this instance's transactional id, stable across its restarts and never shared by two live instances (on Kubernetes, a StatefulSet's pod name). A restart with the same id aborts the transaction its crashed predecessor left open at once; a new id leaves it to `transaction_timeout`. Empty: the consumer group and `instance_id`, else the host name.").
+				Default("").
+				Example("${KAFKA_TRANSACTIONAL_ID:}"),
+			service.NewDurationField(inFieldTransactionInterval).
+				Description("With `exactly_once`: how long a transaction collects records before it waits for their outcomes and commits. Longer transactions cost less per record; responses become visible to read_committed readers only at the commit.").
+				Default("100ms").
+				Advanced(),
+			service.NewDurationField(inFieldTransactionTimeout).
+				Description("With `exactly_once`: how long the broker lets a transaction stay open before it aborts it (a crashed instance's transaction, unless a restart with the same `transactional_id` aborts it first). Above the slowest request; at most the broker's `transaction.max.timeout.ms`.").
+				Default("40s").
+				Advanced(),
 		).
 		Fields(connectionFields()...).
 		Example("Weekly rollup requests", "Consume the request topic in the service's group.", `
@@ -210,17 +230,37 @@ type kafkaInput struct {
 	shutdownTimeout  time.Duration
 	revokeTimeout    time.Duration
 	balancers        []kgo.GroupBalancer
-	fetchMaxBytes    int32
-	fetchMaxPartB    int32
+
+	// Exactly-once mode (input_kafka_txn.go); hub is nil without it.
+	hub                *txnHub
+	transactionalID    string
+	txnInterval        time.Duration
+	transactionTimeout time.Duration
+	fetchMaxBytes      int32
+	fetchMaxPartB      int32
 
 	mu     sync.Mutex
-	sess   *session
+	sess   consumerSession
 	closed bool
+}
+
+// consumerSession is one connected lifetime of the input: a client in the consumer group and the
+// goroutines around it. The at-least-once one (input_kafka_session.go) commits offsets as
+// acknowledgements come in; the exactly-once one (input_kafka_txn.go) commits them in the
+// transaction that carries the outcomes.
+type consumerSession interface {
+	// read hands out the next record; ErrNotConnected once the session has failed.
+	read(ctx context.Context) (*service.Message, service.AckFunc, error)
+	// shutdown ends the session; final is a normal Close (commit what is finished, leave).
+	shutdown(final bool)
+	// snapshot is what the readiness gate sees.
+	snapshot() (connected bool, missing []string, parts []partitionProgress)
 }
 
 type inputMetrics struct {
 	lag, inFlight, paused                          *service.MetricGauge
 	commits, commitErrors, rebalances, redelivered *service.MetricCounter
+	txnCommits, txnAborts                          *service.MetricCounter
 }
 
 func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resources) (*kafkaInput, error) {
@@ -324,8 +364,44 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		commitErrors: m.NewCounter("kafka_commit_errors_total"),
 		rebalances:   m.NewCounter("kafka_rebalances_total"),
 		redelivered:  m.NewCounter("kafka_redeliveries_total", "topic", "partition"),
+		txnCommits:   m.NewCounter("kafka_transactions_committed_total"),
+		txnAborts:    m.NewCounter("kafka_transactions_aborted_total"),
+	}
+	if err := i.exactlyOnceFromConfig(conf, mgr); err != nil {
+		return nil, err
 	}
 	return i, nil
+}
+
+// exactlyOnceFromConfig reads the exactly-once fields and joins the stream's txnHub.
+func (i *kafkaInput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
+	on, err := conf.FieldBool(inFieldExactlyOnce)
+	if err != nil || !on {
+		return err
+	}
+	if i.transactionalID, err = conf.FieldString(inFieldTransactionalID); err != nil {
+		return err
+	}
+	if i.transactionalID == "" {
+		suffix := i.instanceID
+		if suffix == "" {
+			if suffix, err = os.Hostname(); err != nil {
+				return fmt.Errorf("field %q is empty and the host name is unknown: %w", inFieldTransactionalID, err)
+			}
+		}
+		i.transactionalID = i.group + "-" + suffix
+	}
+	if i.txnInterval, err = conf.FieldDuration(inFieldTransactionInterval); err != nil {
+		return err
+	}
+	if i.transactionTimeout, err = conf.FieldDuration(inFieldTransactionTimeout); err != nil {
+		return err
+	}
+	if i.txnInterval <= 0 || i.transactionTimeout < time.Second {
+		return fmt.Errorf("fields %q and %q: must be positive, and at least 1s", inFieldTransactionInterval, inFieldTransactionTimeout)
+	}
+	i.hub = hubOf(mgr)
+	return i.hub.claim(i)
 }
 
 // balancersByName maps the `balancers` names to kgo's group balancers.
@@ -351,22 +427,16 @@ func balancersByName(names []string) ([]kgo.GroupBalancer, error) {
 	return out, nil
 }
 
-// clientOpts returns every client option of a session; the callbacks come from the session.
-func (i *kafkaInput) clientOpts(s *session) []kgo.Opt {
+// groupOpts are the client options of both kinds of session: connection, group, fetching.
+func (i *kafkaInput) groupOpts() []kgo.Opt {
 	opts := append(slices.Clone(i.connOpts),
 		kgo.ConsumerGroup(i.group),
 		kgo.ConsumeTopics(i.topics...),
 		kgo.ConsumeResetOffset(i.startOffset),
 		kgo.Balancers(i.balancers...),
-		// We commit explicit offsets from the checkpointer, never what kgo has polled.
+		// Offsets are committed by the session (the checkpointer's, or the transaction's), never
+		// by kgo on its own.
 		kgo.DisableAutoCommit(),
-		// Rebalance callbacks cannot run between a poll returning and the records reaching the
-		// checkpointer (we AllowRebalance right after), so a revoke always sees them and drops
-		// them, and records of an old assignment can never enter the state of a new one.
-		kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsAssigned(s.onAssigned),
-		kgo.OnPartitionsRevoked(s.onRevoked),
-		kgo.OnPartitionsLost(s.onLost),
 		kgo.SessionTimeout(i.sessionTimeout),
 		kgo.RebalanceTimeout(i.rebalanceTimeout),
 		kgo.HeartbeatInterval(i.heartbeat),
@@ -379,6 +449,20 @@ func (i *kafkaInput) clientOpts(s *session) []kgo.Opt {
 		opts = append(opts, kgo.InstanceID(i.instanceID))
 	}
 	return opts
+}
+
+// clientOpts returns every client option of an at-least-once session; the callbacks come from
+// the session.
+func (i *kafkaInput) clientOpts(s *session) []kgo.Opt {
+	return append(i.groupOpts(),
+		// Rebalance callbacks cannot run between a poll returning and the records reaching the
+		// checkpointer (we AllowRebalance right after), so a revoke always sees them and drops
+		// them, and records of an old assignment can never enter the state of a new one.
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+	)
 }
 
 // Connect starts a session. After a fatal error (credentials, authorization, TLS) it first
@@ -400,7 +484,13 @@ func (i *kafkaInput) Connect(ctx context.Context) error {
 	if err := i.backoff.wait(ctx); err != nil {
 		return err
 	}
-	s, err := startSession(ctx, i)
+	var s consumerSession
+	var err error
+	if i.hub != nil {
+		s, err = startTxnSession(ctx, i)
+	} else {
+		s, err = startSession(ctx, i)
+	}
 	if err != nil {
 		if isFatalClientErr(err) {
 			d := i.backoff.failed()
@@ -420,7 +510,7 @@ func (i *kafkaInput) Connect(ctx context.Context) error {
 	return nil
 }
 
-// Read returns the next record as a message whose AckFunc settles it in the checkpointer.
+// Read returns the next record as a message whose AckFunc settles it in the session.
 func (i *kafkaInput) Read(ctx context.Context) (*service.Message, service.AckFunc, error) {
 	i.mu.Lock()
 	s := i.sess
@@ -428,23 +518,7 @@ func (i *kafkaInput) Read(ctx context.Context) (*service.Message, service.AckFun
 	if s == nil {
 		return nil, nil, service.ErrNotConnected
 	}
-	for {
-		select {
-		case <-s.dead: // a failed session hands out nothing more: its commits cannot succeed
-			return nil, nil, service.ErrNotConnected
-		default:
-		}
-		if d := s.cp.next(); d != nil {
-			return newRecordMessage(d), s.ackFunc(d), nil
-		}
-		select {
-		case <-s.cp.ready:
-		case <-s.dead:
-			return nil, nil, service.ErrNotConnected
-		case <-ctx.Done():
-			return nil, nil, ctx.Err()
-		}
-	}
+	return s.read(ctx)
 }
 
 // Close shuts the current session down: stop fetching, commit, leave the group, within
@@ -464,10 +538,9 @@ func (i *kafkaInput) Close(context.Context) error {
 	return nil
 }
 
-// newRecordMessage builds the message of one delivery. Headers go first so that the kafka_ keys,
-// set after them, cannot be spoofed by a header of the same name.
-func newRecordMessage(d *delivery) *service.Message {
-	r := d.rec
+// newRecordMessage builds the message of one record (lag: records after it, -1 unknown). Headers
+// go first so that the kafka_ keys, set after them, cannot be spoofed by a header of the same name.
+func newRecordMessage(r *kgo.Record, lag int64) *service.Message {
 	msg := service.NewMessage(r.Value)
 	for _, h := range r.Headers {
 		msg.MetaSetMut(h.Key, string(h.Value))
@@ -479,7 +552,7 @@ func newRecordMessage(d *delivery) *service.Message {
 	msg.MetaSetMut("kafka_timestamp_unix", r.Timestamp.Unix())
 	msg.MetaSetMut("kafka_timestamp_ms", r.Timestamp.UnixMilli())
 	msg.MetaSetMut("kafka_timestamp", r.Timestamp.UTC().Format(time.RFC3339Nano))
-	msg.MetaSetMut("kafka_lag", max(d.lag, 0))
+	msg.MetaSetMut("kafka_lag", max(lag, 0))
 	return msg
 }
 

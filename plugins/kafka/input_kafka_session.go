@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -44,8 +43,7 @@ type session struct {
 
 	joined atomic.Bool // group joined and partitions (maybe none) assigned since the last loss
 
-	topicMu sync.Mutex
-	missing []string // input topics the last check did not find (see watchTopics)
+	topics *topicWatch // input topics that do not exist
 
 	pauseMu sync.Mutex
 	paused  map[topicPartition]bool // what kgo has paused, per syncPause
@@ -92,92 +90,9 @@ func startSession(ctx context.Context, in *kafkaInput) (*session, error) {
 	pollCtx, s.pollCancel = context.WithCancel(context.Background())
 	go s.pollLoop(pollCtx)
 	go s.commitLoop()
-	go s.watchTopics(pollCtx)
+	s.topics = &topicWatch{in: in, cl: cl}
+	go s.topics.run(pollCtx)
 	return s, nil
-}
-
-// topicRecheck is how often watchTopics looks again for an input topic that was missing.
-const topicRecheck = 10 * time.Second
-
-// watchTopics checks that the input topics exist, logging one line per topic, and while one is
-// missing (a typo, or a topic not created yet: the group joins and consumes nothing, silently)
-// keeps the session's missing list, which turns `/ready` red through the readiness gate, and
-// looks again every topicRecheck. When the topic appears it refreshes the client's metadata so
-// that consumption starts at once.
-func (s *session) watchTopics(ctx context.Context) {
-	first := true
-	for {
-		missing, err := s.checkTopics(ctx, first)
-		if err == nil {
-			s.topicMu.Lock()
-			appeared := len(s.missing) > len(missing)
-			s.missing = missing
-			s.topicMu.Unlock()
-			if appeared {
-				s.cl.ForceMetadataRefresh()
-			}
-			if len(missing) == 0 {
-				return
-			}
-			first = false
-		} else if ctx.Err() == nil {
-			s.log.Debugf("kafka input: checking topics %v: %v (will retry)", s.in.topics, err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(topicRecheck):
-		}
-	}
-}
-
-// checkTopics asks the brokers about the input topics (never creating one) and returns those that
-// do not exist or may not be described. It logs a line per topic the first time, and each time a
-// missing topic is still missing or appears.
-func (s *session) checkTopics(ctx context.Context, first bool) ([]string, error) {
-	mctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	req := kmsg.NewPtrMetadataRequest()
-	req.AllowAutoTopicCreation = false
-	for _, t := range s.in.topics {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(t)
-		req.Topics = append(req.Topics, rt)
-	}
-	resp, err := req.RequestWith(mctx, s.cl)
-	if err != nil {
-		return nil, err
-	}
-	s.topicMu.Lock()
-	was := slices.Clone(s.missing)
-	s.topicMu.Unlock()
-	var missing []string
-	for _, t := range resp.Topics {
-		name := ""
-		if t.Topic != nil {
-			name = *t.Topic
-		}
-		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			missing = append(missing, name)
-			s.log.Errorf("kafka input: topic %q of group %q cannot be consumed: %s; not ready, checking again in %v",
-				name, s.in.group, errorCode(err), topicRecheck)
-			continue
-		}
-		switch {
-		case slices.Contains(was, name):
-			s.log.Infof("kafka input: topic %q exists now (%d partitions); consuming it", name, len(t.Partitions))
-		case first:
-			s.log.Infof("kafka input: topic %q: %d partitions", name, len(t.Partitions))
-		}
-	}
-	return missing, nil
-}
-
-// missingTopics returns the input topics the last check did not find.
-func (s *session) missingTopics() []string {
-	s.topicMu.Lock()
-	defer s.topicMu.Unlock()
-	return slices.Clone(s.missing)
 }
 
 // pollLoop moves fetched records into the checkpointer until shutdown or a fatal error.
@@ -271,6 +186,40 @@ func (s *session) syncPause() {
 	}
 	s.paused = want
 	s.in.metrics.paused.Set(int64(len(want)))
+}
+
+// read hands out the next record (kafkaInput.Read).
+func (s *session) read(ctx context.Context) (*service.Message, service.AckFunc, error) {
+	for {
+		select {
+		case <-s.dead: // a failed session hands out nothing more: its commits cannot succeed
+			return nil, nil, service.ErrNotConnected
+		default:
+		}
+		if d := s.cp.next(); d != nil {
+			return newRecordMessage(d.rec, d.lag), s.ackFunc(d), nil
+		}
+		select {
+		case <-s.cp.ready:
+		case <-s.dead:
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// snapshot is what the readiness gate sees of the session.
+func (s *session) snapshot() (connected bool, missing []string, parts []partitionProgress) {
+	select {
+	case <-s.dead:
+		return false, nil, nil
+	default:
+	}
+	if !s.joined.Load() {
+		return false, s.topics.missingTopics(), nil
+	}
+	return true, s.topics.missingTopics(), s.cp.progress()
 }
 
 // ackFunc returns the AckFunc of one delivery. A nack schedules a re-delivery after a back-off;

@@ -29,6 +29,7 @@ const (
 	outFieldTimeout            = "timeout"
 	outFieldMaxMessageBytes    = "max_message_bytes"
 	outFieldMaxBufferedRecords = "max_buffered_records"
+	outFieldExactlyOnce        = "exactly_once"
 )
 
 // defaultHeaderExcludes are the metadata prefixes that never become record headers unless
@@ -162,6 +163,9 @@ compression) count delivered records, `+"`kafka_produce_errors_total`"+` failed 
 				Description("The most records the client buffers (across all messages in flight) before writes wait for room. A back-stop: `max_in_flight` times the batch size is normally far below it.").
 				Default(10000).
 				Advanced(),
+			service.NewBoolField(outFieldExactlyOnce).
+				Description("Write into the transactions of the stream's `kafka` input with `exactly_once: true`: a message's record is committed together with the offset of the input record it answers (see that field). The client is then the input's transactional one, with this output's defaults: `partitioner`, `compression`, `idempotent_write`, `acks`, `max_message_bytes` and `max_buffered_records` may not be set, `timeout` bounds only the first connection (records are retried until the transaction times out), and a topic limit raised while running is seen from the next consumer session on.").
+				Default(false),
 		).
 		Fields(connectionFields()...).
 		LintRule(`root = [
@@ -218,7 +222,8 @@ type kafkaOutput struct {
 	fatal   *fatalBackoff
 	limits  *topicLimits
 	dest    *destinations
-	static  string // the topic when it is not interpolated ("" otherwise), checked at Connect
+	static  string  // the topic when it is not interpolated ("" otherwise), checked at Connect
+	hub     *txnHub // exactly-once: the client is the input's transactional one (transaction.go)
 
 	produced, producedBytes, failures *service.MetricCounter
 
@@ -274,6 +279,9 @@ func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resou
 		return nil, fmt.Errorf("field %q: %d bytes is outside [%d, %d]", outFieldMaxMessageBytes, maxBytes, outMinBatchBytes, outMaxBatchBytes)
 	}
 	o.limits = newTopicLimits(int32(maxBytes))
+	if err := o.exactlyOnceFromConfig(conf, mgr); err != nil {
+		return nil, err
+	}
 
 	prodOpts, err := o.producerOpts(conf)
 	if err != nil {
@@ -290,6 +298,35 @@ func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resou
 	o.producedBytes = m.NewCounter("kafka_produced_bytes_total", "topic")
 	o.failures = m.NewCounter("kafka_produce_errors_total", "topic")
 	return o, nil
+}
+
+// exactlyOnceFromConfig joins the stream's txnHub when `exactly_once` is set, refusing producer
+// fields that the shared transactional client cannot honour.
+func (o *kafkaOutput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
+	on, err := conf.FieldBool(outFieldExactlyOnce)
+	if err != nil || !on {
+		return err
+	}
+	// The parsed config holds defaults too, so a field counts as set when its value differs.
+	str := func(f string) string { v, _ := conf.FieldString(f); return v }
+	idem, _ := conf.FieldBool(outFieldIdempotentWrite)
+	buffered, _ := conf.FieldInt(outFieldMaxBufferedRecords)
+	for f, set := range map[string]bool{
+		outFieldPartitioner:        str(outFieldPartitioner) != "crc32",
+		outFieldPartition:          conf.Contains(outFieldPartition),
+		outFieldCompression:        str(outFieldCompression) != "none",
+		outFieldIdempotentWrite:    !idem,
+		outFieldAcks:               str(outFieldAcks) != "all",
+		outFieldMaxMessageBytes:    o.limits.configured != outDefaultMaxBytes,
+		outFieldMaxBufferedRecords: buffered != 10000,
+	} {
+		if set {
+			return fmt.Errorf("field %q: cannot differ from its default with %s: the records are written by the input's transactional client, with this output's defaults", f, outFieldExactlyOnce)
+		}
+	}
+	o.hub = hubOf(mgr)
+	o.limits = o.hub.limits
+	return nil
 }
 
 // producerOpts turns the producer fields into kgo options (and sets o.part for manual).
@@ -373,6 +410,9 @@ func (o *kafkaOutput) producerOpts(conf *service.ParsedConfig) ([]kgo.Opt, error
 }
 
 func (o *kafkaOutput) currentClient() *kgo.Client {
+	if o.hub != nil {
+		return o.hub.current()
+	}
 	o.connMu.Lock()
 	defer o.connMu.Unlock()
 	return o.client
@@ -387,7 +427,13 @@ func (o *kafkaOutput) Connect(ctx context.Context) error {
 	if err := o.fatal.wait(ctx); err != nil {
 		return err
 	}
-	cl, err := o.connectClient(ctx)
+	var cl *kgo.Client
+	var err error
+	if o.hub != nil {
+		cl, err = o.hub.wait(ctx)
+	} else {
+		cl, err = o.connectClient(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -562,6 +608,9 @@ func (o *kafkaOutput) explain(r *kgo.Record, err error) error {
 // Close flushes what is buffered, for at most `timeout`, and closes the client. Records still
 // unacknowledged then fail, so their messages are nacked and delivered again later, not lost.
 func (o *kafkaOutput) Close(ctx context.Context) error {
+	if o.hub != nil {
+		return nil // the input owns the transactional client, and ends its transactions
+	}
 	o.connMu.Lock()
 	cl := o.client
 	o.client = nil

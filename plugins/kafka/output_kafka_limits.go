@@ -104,7 +104,7 @@ func (o *kafkaOutput) refreshLimits(ctx context.Context, cl *kgo.Client, recs []
 			o.log.Infof("Topic %q now accepts records of %d bytes (was %d)", t, o.limits.batchMaxBytes(t), v)
 		}
 	}
-	if !grew {
+	if !grew || o.hub != nil { // the shared transactional client is the input's to replace
 		return false
 	}
 	if err := o.replaceClient(); err != nil {

@@ -20,6 +20,8 @@ const (
 	outMinBatchBytes = 512 // kgo's smallest record batch limit
 	// kgo caps one broker write at 1 GiB and a produce request needs room for its framing.
 	outMaxBatchBytes = 1<<30 - 1<<20
+	// outDefaultMaxBytes is max_message_bytes' default, 100MB.
+	outDefaultMaxBytes = 100_000_000
 )
 
 // outHeaderFilter decides which metadata keys become record headers (field `metadata`).

@@ -352,15 +352,7 @@ func (i *kafkaInput) progress() inputProgress {
 	if s == nil {
 		return ip
 	}
-	select {
-	case <-s.dead:
-		return ip
-	default:
-	}
-	ip.missing = s.missingTopics()
-	if ip.connected = s.joined.Load(); ip.connected {
-		ip.parts = s.cp.progress()
-	}
+	ip.connected, ip.missing, ip.parts = s.snapshot()
 	return ip
 }
 

@@ -1,0 +1,406 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// txnSession is the exactly-once consumer session (see transaction.go for the mode). One loop runs
+// the transactions, one after the other:
+//
+//  1. Begin. Poll records for up to transaction_interval (at most checkpoint_limit per assigned
+//     partition) and queue them; Benthos' threads take them through Read meanwhile, so requests
+//     still run concurrently, and the outputs produce their outcomes into the open transaction.
+//  2. Wait until every record of the transaction is settled: taken by a thread and acknowledged
+//     (outcome acknowledged by the broker) or rejected. A request slower than the interval
+//     extends the transaction.
+//  3. End: commit if every record was acknowledged, which writes the offsets of every record
+//     polled in step 1 with the outcomes (kgo's GroupTransactSession commits all it polled:
+//     that is why step 2 waits for all of them); abort otherwise, or if the group rebalanced
+//     meanwhile (the session aborts by itself then). An abort rewinds the consumer to the last
+//     committed offsets, so the records are read and processed again; a reader with
+//     read_committed never sees the aborted outcomes.
+//
+// Why nothing overlaps: kgo allows Produce from any goroutine but not during Begin or End, and a
+// record's outcome is produced before its acknowledgement, so once step 2 is over no output is
+// producing and none will until the loop hands out the next transaction's records.
+type txnSession struct {
+	in     *kafkaInput
+	ts     *kgo.GroupTransactSession
+	cl     *kgo.Client
+	log    *service.Logger
+	hub    *txnHub
+	topics *topicWatch
+
+	loopCancel context.CancelFunc
+	loopDone   chan struct{}
+	closeBy    atomic.Int64 // unix nanoseconds: the deadline of the final End, once shutting down
+
+	dead     chan struct{}
+	failOnce sync.Once
+	joined   atomic.Bool
+
+	mu       sync.Mutex
+	gen      uint64         // the open transaction; acknowledgements of older ones are ignored
+	queue    []*txnDelivery // polled in this transaction, not yet handed out
+	out      int            // handed out in this transaction, not yet settled
+	rejected error          // the first rejection in this transaction
+	parts    map[topicPartition]*partitionState
+	ready    chan struct{} // cap 1: the queue has records
+	settled  chan struct{} // cap 1: out dropped to 0
+}
+
+type txnDelivery struct {
+	rec *kgo.Record
+	gen uint64
+	out bool
+	lag int64
+}
+
+// txnEndTimeout bounds one End (flush, offset commit, heartbeat, EndTxn) outside shutdown.
+const txnEndTimeout = 30 * time.Second
+
+func startTxnSession(ctx context.Context, in *kafkaInput) (*txnSession, error) {
+	s := &txnSession{
+		in:       in,
+		log:      in.log,
+		hub:      in.hub,
+		loopDone: make(chan struct{}),
+		dead:     make(chan struct{}),
+		parts:    map[topicPartition]*partitionState{},
+		ready:    make(chan struct{}, 1),
+		settled:  make(chan struct{}, 1),
+	}
+	opts := append(in.groupOpts(),
+		kgo.OnPartitionsAssigned(s.onAssigned),
+		kgo.OnPartitionsRevoked(s.onRevoked),
+		kgo.OnPartitionsLost(s.onLost),
+		kgo.TransactionalID(in.transactionalID),
+		kgo.TransactionTimeout(in.transactionTimeout),
+		// Offsets pending in another member's transaction are not handed to us until it ends
+		// (KIP-447), and records of aborted transactions are never read.
+		kgo.RequireStableFetchOffsets(),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+	)
+	opts = append(opts, in.hub.txnProducerOpts()...)
+	ts, err := kgo.NewGroupTransactSession(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("create transactional client: %w", err)
+	}
+	s.ts, s.cl = ts, ts.Client()
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	err = annotateClientErr(s.cl, s.cl.Ping(pctx))
+	cancel()
+	if err != nil {
+		ts.Close()
+		return nil, fmt.Errorf("reach brokers: %w", err)
+	}
+	s.hub.publish(ts)
+	var loopCtx context.Context
+	loopCtx, s.loopCancel = context.WithCancel(context.Background())
+	s.topics = &topicWatch{in: in, cl: s.cl}
+	go s.topics.run(loopCtx)
+	go s.loop(loopCtx)
+	in.log.Infof("kafka input: exactly-once, transactional id %q, transactions of up to %v", in.transactionalID, in.txnInterval)
+	return s, nil
+}
+
+// loop runs transactions until shutdown or a fatal error; see txnSession.
+func (s *txnSession) loop(ctx context.Context) {
+	defer close(s.loopDone)
+	aborts := 0
+	for ctx.Err() == nil {
+		if err := s.ts.Begin(); err != nil {
+			s.fail(fmt.Errorf("begin transaction: %w", err))
+			return
+		}
+		s.poll(ctx)
+		commit := s.waitSettled(ctx)
+
+		ectx, cancel := context.WithTimeout(context.Background(), txnEndTimeout)
+		if by := s.closeBy.Load(); by != 0 {
+			ectx, cancel = context.WithDeadline(context.Background(), time.Unix(0, by))
+		}
+		committed, err := s.ts.End(ectx, kgo.TransactionEndTry(commit))
+		cancel()
+		rejected := s.endGeneration()
+		switch {
+		case err != nil && (isFencedErr(err) || isFatalClientErr(err)):
+			s.fail(fmt.Errorf("end transaction: %w (another instance with transactional id %q?)", err, s.in.transactionalID))
+			return
+		case err != nil:
+			s.in.metrics.txnAborts.Incr(1)
+			s.log.Warnf("kafka input: transaction not committed: %v (its records are read again)", err)
+		case committed:
+			s.in.metrics.txnCommits.Incr(1)
+			s.in.metrics.commits.Incr(1)
+			aborts = 0
+			continue
+		default:
+			s.in.metrics.txnAborts.Incr(1)
+		}
+		// Aborted: the consumer is back at the committed offsets. Pause before the next attempt
+		// when a record was rejected, so a failing output is retried with a back-off (never
+		// skipped), as in at-least-once mode.
+		aborts++
+		if rejected != nil && ctx.Err() == nil {
+			wait := nackBackoff(aborts)
+			s.log.Warnf("kafka input: transaction aborted because a record was rejected (attempt %d), reading again in %v: %v", aborts, wait, rejected)
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// poll fills the transaction for up to transaction_interval, or until it holds checkpoint_limit
+// records per assigned partition.
+func (s *txnSession) poll(ctx context.Context) {
+	deadline := time.Now().Add(s.in.txnInterval)
+	s.mu.Lock()
+	limit := s.in.limit * max(1, len(s.parts))
+	s.mu.Unlock()
+	for n := 0; n < limit; {
+		wait := time.Until(deadline)
+		if wait <= 0 || ctx.Err() != nil {
+			return
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait)
+		fetches := s.ts.PollRecords(pctx, limit-n)
+		cancel()
+		if fetches.IsClientClosed() {
+			return
+		}
+		var fatal error
+		fetches.EachError(func(topic string, partition int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				return
+			}
+			if err = annotateClientErr(s.cl, err); isFatalClientErr(err) {
+				fatal = err
+				return
+			}
+			s.log.Warnf("kafka input: fetch error on %s/%d (retrying): %v", topic, partition, err)
+		})
+		if fatal != nil {
+			s.fail(fatal)
+			return
+		}
+		s.mu.Lock()
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if ps, ok := s.parts[topicPartition{p.Topic, p.Partition}]; ok && p.HighWatermark >= 0 {
+				ps.highWater = p.HighWatermark
+			}
+			for _, r := range p.Records {
+				s.queue = append(s.queue, &txnDelivery{rec: r, gen: s.gen, lag: p.HighWatermark - r.Offset - 1})
+				n++
+			}
+		})
+		if len(s.queue) > 0 {
+			signal(s.ready)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// waitSettled waits until every record of the transaction is handed out and settled, and reports
+// whether the transaction may commit: every record acknowledged, none rejected. On shutdown it
+// returns at once: Benthos settles nothing more once it closes the input, and a record polled but
+// never settled must not be committed, so the transaction then commits only if nothing is left.
+func (s *txnSession) waitSettled(ctx context.Context) bool {
+	for {
+		s.mu.Lock()
+		done := len(s.queue) == 0 && s.out == 0
+		ok := done && s.rejected == nil
+		s.mu.Unlock()
+		if done || ctx.Err() != nil {
+			return ok
+		}
+		select {
+		case <-s.settled:
+		case <-ctx.Done():
+		case <-s.dead:
+			return false
+		}
+	}
+}
+
+// endGeneration forgets what is left of the ended transaction and returns its first rejection: a
+// late acknowledgement of it is ignored, and queued records (only after a shutdown or a revoke) are
+// dropped, since the consumer is back at the committed offsets or leaving.
+func (s *txnSession) endGeneration() (rejected error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rejected = s.rejected
+	s.gen++
+	s.queue, s.out, s.rejected = nil, 0, nil
+	return rejected
+}
+
+// read hands out the next queued record of the open transaction.
+func (s *txnSession) read(ctx context.Context) (*service.Message, service.AckFunc, error) {
+	for {
+		select {
+		case <-s.dead:
+			return nil, nil, service.ErrNotConnected
+		default:
+		}
+		s.mu.Lock()
+		if len(s.queue) > 0 {
+			d := s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
+			d.out = true
+			s.out++
+			s.mu.Unlock()
+			return newRecordMessage(d.rec, d.lag), s.ackFunc(d), nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.ready:
+		case <-s.dead:
+			return nil, nil, service.ErrNotConnected
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
+	}
+}
+
+// ackFunc settles one delivery. A rejection (nack) dooms the transaction: it aborts, and the
+// record is read again in the next one.
+func (s *txnSession) ackFunc(d *txnDelivery) service.AckFunc {
+	return func(_ context.Context, err error) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if d.gen != s.gen || !d.out {
+			return nil
+		}
+		d.out = false
+		s.out--
+		if err != nil {
+			s.in.metrics.redelivered.Incr(1, d.rec.Topic, strconv.Itoa(int(d.rec.Partition)))
+			if s.rejected == nil {
+				s.rejected = err
+			}
+		}
+		if s.out == 0 && len(s.queue) == 0 {
+			signal(s.settled)
+		}
+		return nil
+	}
+}
+
+func (s *txnSession) onAssigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	for _, tp := range flatten(assigned) {
+		if _, ok := s.parts[tp]; !ok {
+			s.parts[tp] = &partitionState{tp: tp, highWater: -1}
+		}
+	}
+	s.mu.Unlock()
+	s.joined.Store(true)
+	s.in.metrics.rebalances.Incr(1)
+}
+
+// onRevoked runs inside the session's own revoke handling, which dooms the open transaction: stop
+// handing out its queued records (they are read again after the abort).
+func (s *txnSession) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tp := range flatten(revoked) {
+		delete(s.parts, tp)
+	}
+	if len(revoked) > 0 {
+		s.queue = nil
+		if s.out == 0 {
+			signal(s.settled)
+		}
+	}
+}
+
+func (s *txnSession) onLost(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+	s.onRevoked(ctx, cl, lost)
+	s.joined.Store(false)
+}
+
+func (s *txnSession) fail(err error) {
+	s.failOnce.Do(func() {
+		d := s.in.backoff.failed()
+		s.joined.Store(false)
+		s.log.Errorf("kafka input: non-retryable client error, reconnecting in %v: %v", d, err)
+		close(s.dead)
+	})
+}
+
+// shutdown ends the session: the open transaction ends (committing only if every record of it
+// was settled; see waitSettled), then the member leaves the group, all within shutdown_timeout.
+func (s *txnSession) shutdown(final bool) {
+	deadline := time.Now().Add(s.in.shutdownTimeout)
+	s.closeBy.Store(deadline.UnixNano())
+	s.loopCancel()
+	select {
+	case <-s.loopDone:
+	case <-time.After(time.Until(deadline) + closeGrace):
+		s.log.Warnf("kafka input: shutdown: the last transaction did not end within shutdown_timeout; it is aborted by the broker after its timeout")
+	}
+	s.hub.publish(nil)
+	left := make(chan struct{})
+	go func() {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		if err := s.cl.LeaveGroupContext(ctx); err != nil && final {
+			s.log.Warnf("kafka input: shutdown: leaving the group: %v", err)
+		}
+		s.ts.Close()
+		close(left)
+	}()
+	select {
+	case <-left:
+	case <-time.After(time.Until(deadline) + closeGrace):
+		s.log.Warnf("kafka input: shutdown: the client did not close within shutdown_timeout")
+	}
+	s.joined.Store(false)
+}
+
+// snapshot reports, per assigned partition, its committed offset and whether work is pending, for
+// the readiness gate.
+func (s *txnSession) snapshot() (connected bool, missing []string, parts []partitionProgress) {
+	select {
+	case <-s.dead:
+		return false, nil, nil
+	default:
+	}
+	missing = s.topics.missingTopics()
+	if !s.joined.Load() {
+		return false, missing, nil
+	}
+	committed := s.cl.CommittedOffsets()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := map[topicPartition]int{}
+	for _, d := range s.queue {
+		held[topicPartition{d.rec.Topic, d.rec.Partition}]++
+	}
+	for tp, ps := range s.parts {
+		c := int64(-1)
+		if eo, ok := committed[tp.topic][tp.partition]; ok {
+			c = eo.Offset
+		}
+		lag := int64(-1)
+		if ps.highWater >= 0 && c >= 0 {
+			lag = max(0, ps.highWater-c)
+		}
+		parts = append(parts, partitionProgress{id: ps, tp: tp, committed: c, held: held[tp], lag: lag,
+			pending: held[tp] > 0 || lag > 1})
+	}
+	return true, missing, parts
+}
