@@ -210,4 +210,3 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 		t.Errorf("lost=%d duplicated=%d unexpected=%d, want every input's outcome exactly once", tl.lost, tl.duplicated, tl.unexpected)
 	}
 }
-
