@@ -1,0 +1,283 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/rollup-dev/rollup/internal/devbroker"
+)
+
+// cluster is the broker the bench talks to: `rollup dev-broker` as a process of its own, or the
+// one named by KAFKA_BOOTSTRAP_SERVERS.
+type cluster struct {
+	seeds  []string
+	broker *proc // nil on an external broker
+	adm    *kadm.Client
+	cl     *kgo.Client
+}
+
+func clientOpts(seeds []string, extra ...kgo.Opt) []kgo.Opt {
+	opts := append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, devbroker.ClientOpts(devbroker.DefaultMaxMessageBytes)...)
+	return append(opts, extra...)
+}
+
+func startCluster(ctx context.Context, b *bench) (*cluster, error) {
+	c := &cluster{}
+	if s := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); s != "" {
+		c.seeds = strings.Split(s, ",")
+	} else {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		logf, err := os.Create(filepath.Join(b.work, "dev-broker.log"))
+		if err != nil {
+			return nil, err
+		}
+		ready := make(chan struct{}, 1)
+		watch := &lineWatch{w: logf, fn: func(l string) {
+			if strings.Contains(l, "listening on") {
+				select {
+				case ready <- struct{}{}:
+				default:
+				}
+			}
+		}}
+		p, err := startProc("dev-broker", b.repo, b.bin, []string{"dev-broker", "--addr", addr,
+			"--partitions", strconv.Itoa(b.partitions), "--log-level", "warn"}, nil, nil, nil, watch)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case <-ready:
+		case <-p.done:
+			return nil, fmt.Errorf("dev-broker exited: %v (log %s)", p.err, logf.Name())
+		case <-time.After(30 * time.Second):
+			p.stop(time.Second)
+			return nil, fmt.Errorf("dev-broker did not start within 30s (log %s)", logf.Name())
+		}
+		c.broker, c.seeds = p, []string{addr}
+	}
+	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		return nil, err
+	}
+	c.cl, c.adm = cl, kadm.NewClient(cl)
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := cl.Ping(pctx); err != nil {
+		c.close()
+		return nil, fmt.Errorf("broker %v: %w", c.seeds, err)
+	}
+	return c, nil
+}
+
+func (c *cluster) close() {
+	c.cl.Close()
+	if c.broker != nil {
+		c.broker.stop(5 * time.Second)
+	}
+}
+
+// brokerTicks is the dev broker's CPU so far (0 on an external broker).
+func (c *cluster) brokerTicks() int64 {
+	if c.broker == nil {
+		return 0
+	}
+	return c.broker.cpuTicks()
+}
+
+// uniq is base plus a random suffix, so topics and groups never collide across runs.
+func uniq(base string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return base + "-" + hex.EncodeToString(b[:])
+}
+
+// topics is one run's set: input (partitions as asked), responses and dead letters (one each).
+type topics struct{ in, out, dlq string }
+
+func (c *cluster) newTopics(ctx context.Context, base string, partitions int) (topics, error) {
+	t := topics{in: uniq(base + "-in"), out: uniq(base + "-out"), dlq: uniq(base + "-dlq")}
+	maxMsg := strconv.Itoa(int(devbroker.DefaultMaxMessageBytes))
+	for _, name := range []string{t.in, t.out, t.dlq} {
+		p := int32(1)
+		if name == t.in {
+			p = int32(partitions)
+		}
+		resp, err := c.adm.CreateTopic(ctx, p, -1, map[string]*string{"max.message.bytes": &maxMsg}, name)
+		if err == nil {
+			err = resp.Err
+		}
+		if err != nil {
+			return t, fmt.Errorf("create topic %s: %w", name, err)
+		}
+	}
+	for { // a real broker may answer before every partition has a leader
+		d, err := c.adm.ListTopics(ctx, t.in, t.out, t.dlq)
+		ok := err == nil && d.Error() == nil && len(d) == 3
+		for _, td := range d {
+			for _, p := range td.Partitions {
+				ok = ok && p.Err == nil && p.Leader >= 0
+			}
+		}
+		if ok {
+			return t, nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return t, fmt.Errorf("topics %v not ready: %w", t, err)
+		}
+	}
+}
+
+// drop deletes a run's topics: the embedded broker keeps every record in memory.
+func (c *cluster) drop(t topics) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = c.adm.DeleteTopics(ctx, t.in, t.out, t.dlq)
+}
+
+// waitGroupStable polls until the group is Stable with members members and every partition of
+// topic assigned.
+func (c *cluster) waitGroupStable(ctx context.Context, group, topic string, members, partitions int) error {
+	for {
+		gs, err := c.adm.DescribeGroups(ctx, group)
+		if g, ok := gs[group]; err == nil && ok && g.Err == nil && g.State == "Stable" && len(g.Members) == members &&
+			len(g.AssignedPartitions()[topic]) == partitions {
+			return nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("group %s not stable with %d members: %w", group, members, err)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// srcKey names an input record: responses and dead letters carry it in their headers.
+type srcKey struct {
+	part int32
+	off  int64
+}
+
+// produce writes the requests round-robin over the partitions and returns each record's produce
+// timestamp. Each record goes in a batch of its own, uncompressed, as a producer with Kafka's
+// default 16 KiB batch.size sends 1 MiB records. This matters for memory: a consumer keeps a
+// whole fetched batch alive while any of its records is.
+func (c *cluster) produce(ctx context.Context, topic string, partitions int, reqs []request) (map[srcKey]time.Time, error) {
+	largest := 0
+	recs := make([]*kgo.Record, len(reqs))
+	for i, r := range reqs {
+		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i % partitions), Key: []byte(r.org), Value: r.wire}
+		largest = max(largest, len(r.wire)+len(r.org))
+	}
+	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ProducerBatchMaxBytes(int32(max(largest+64<<10, 1<<20))),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	res := cl.ProduceSync(ctx, recs...)
+	if err := res.FirstErr(); err != nil {
+		return nil, fmt.Errorf("produce to %s: %w", topic, err)
+	}
+	sent := make(map[srcKey]time.Time, len(recs))
+	for _, r := range res {
+		sent[srcKey{r.Record.Partition, r.Record.Offset}] = r.Record.Timestamp
+	}
+	return sent, nil
+}
+
+// outcome is one response or dead letter as the bench consumer saw it.
+type outcome struct {
+	src      srcKey
+	appended time.Time // the record's timestamp: set by the rollup output when it produced it
+	dead     bool
+	err      string
+}
+
+// collector reads a run's response and DLQ topics from their start, without a group.
+type collector struct {
+	cl     *kgo.Client
+	dlq    string
+	seen   map[srcKey]bool
+	dups   int
+	onNew  func(n int) // called with the count of distinct outcomes after each new one
+	result []outcome
+}
+
+func newCollector(c *cluster, t topics, onNew func(n int)) (*collector, error) {
+	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ConsumeTopics(t.out, t.dlq),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))...)
+	if err != nil {
+		return nil, err
+	}
+	return &collector{cl: cl, dlq: t.dlq, seen: map[srcKey]bool{}, onNew: onNew}, nil
+}
+
+// waitFor polls until want distinct inputs have an outcome, or ctx ends.
+func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
+	for len(k.seen) < want {
+		fs := k.cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return k.result, fmt.Errorf("%d of %d outcomes: %w", len(k.seen), want, ctx.Err())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			o := outcome{appended: r.Timestamp, dead: r.Topic == k.dlq, src: srcKey{-1, r.Offset}}
+			var found int
+			for _, h := range r.Headers {
+				switch h.Key {
+				case "source_partition":
+					p, err := strconv.ParseInt(string(h.Value), 10, 32)
+					o.src.part, found = int32(p), found+btoi(err == nil)
+				case "source_offset":
+					off, err := strconv.ParseInt(string(h.Value), 10, 64)
+					o.src.off, found = off, found+btoi(err == nil)
+				case "error":
+					o.err = string(h.Value)
+				}
+			}
+			if found != 2 {
+				o.err += " (unattributable outcome: no source_partition/source_offset headers)"
+				o.src = srcKey{-1, r.Offset}
+			}
+			if k.seen[o.src] {
+				k.dups++
+				return
+			}
+			k.seen[o.src] = true
+			k.result = append(k.result, o)
+			if k.onNew != nil {
+				k.onNew(len(k.seen))
+			}
+		})
+	}
+	return k.result, nil
+}
+
+func (k *collector) close() { k.cl.Close() }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
