@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/rollup-dev/rollup/internal/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
 )
 
@@ -40,33 +42,15 @@ func startCluster(ctx context.Context, b *bench) (*cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		logf, err := os.Create(filepath.Join(b.work, "dev-broker.log"))
+		log, err := os.Create(filepath.Join(b.work, "dev-broker.log"))
 		if err != nil {
 			return nil, err
 		}
-		ready := make(chan struct{}, 1)
-		watch := &lineWatch{w: logf, fn: func(l string) {
-			if strings.Contains(l, "listening on") {
-				select {
-				case ready <- struct{}{}:
-				default:
-				}
-			}
-		}}
-		p, err := startProc("dev-broker", b.repo, b.bin, []string{"dev-broker", "--addr", addr,
-			"--partitions", strconv.Itoa(b.partitions), "--log-level", "warn"}, nil, nil, nil, watch)
-		if err != nil {
+		if c.broker, err = startProc("dev-broker", b.repo, b.bin, []string{"dev-broker", "--addr", addr,
+			"--partitions", strconv.Itoa(partitions), "--log-level", "warn"}, nil, nil, nil, log); err != nil {
 			return nil, err
 		}
-		select {
-		case <-ready:
-		case <-p.done:
-			return nil, fmt.Errorf("dev-broker exited: %v (log %s)", p.err, logf.Name())
-		case <-time.After(30 * time.Second):
-			p.stop(time.Second)
-			return nil, fmt.Errorf("dev-broker did not start within 30s (log %s)", logf.Name())
-		}
-		c.broker, c.seeds = p, []string{addr}
+		c.seeds = []string{addr}
 	}
 	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
@@ -76,9 +60,13 @@ func startCluster(ctx context.Context, b *bench) (*cluster, error) {
 	c.cl, c.adm = cl, kadm.NewClient(cl)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.Ping(pctx); err != nil {
+	err = cl.Ping(pctx)
+	for err != nil && sleep(pctx, 50*time.Millisecond) == nil { // the dev broker may not listen yet
+		err = cl.Ping(pctx)
+	}
+	if err != nil {
 		c.close()
-		return nil, fmt.Errorf("broker %v: %w", c.seeds, err)
+		return nil, fmt.Errorf("broker %v (dev-broker log in %s): %w", c.seeds, b.work, err)
 	}
 	return c, nil
 }
@@ -172,17 +160,11 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// srcKey names an input record: responses and dead letters carry it in their headers.
-type srcKey struct {
-	part int32
-	off  int64
-}
-
 // produce writes the requests round-robin over the partitions and returns each record's produce
 // timestamp. Each record goes in a batch of its own, uncompressed, as a producer with Kafka's
 // default 16 KiB batch.size sends 1 MiB records. This matters for memory: a consumer keeps a
 // whole fetched batch alive while any of its records is.
-func (c *cluster) produce(ctx context.Context, topic string, partitions int, reqs []request) (map[srcKey]time.Time, error) {
+func (c *cluster) produce(ctx context.Context, topic string, partitions int, reqs []request) (map[checker.RecordID]time.Time, error) {
 	largest := 0
 	recs := make([]*kgo.Record, len(reqs))
 	for i, r := range reqs {
@@ -199,17 +181,17 @@ func (c *cluster) produce(ctx context.Context, topic string, partitions int, req
 	if err := res.FirstErr(); err != nil {
 		return nil, fmt.Errorf("produce to %s: %w", topic, err)
 	}
-	sent := make(map[srcKey]time.Time, len(recs))
+	sent := make(map[checker.RecordID]time.Time, len(recs))
 	for _, r := range res {
-		sent[srcKey{r.Record.Partition, r.Record.Offset}] = r.Record.Timestamp
+		sent[checker.RecordID{Topic: topic, Partition: r.Record.Partition, Offset: r.Record.Offset}] = r.Record.Timestamp
 	}
 	return sent, nil
 }
 
 // outcome is one response or dead letter as the bench consumer saw it.
 type outcome struct {
-	src      srcKey
-	appended time.Time // the record's timestamp: set by the rollup output when it produced it
+	src      checker.RecordID // the input it answers, from its source_* headers
+	appended time.Time        // the record's timestamp: set by the rollup output when it produced it
 	dead     bool
 	err      string
 }
@@ -218,7 +200,7 @@ type outcome struct {
 type collector struct {
 	cl     *kgo.Client
 	dlq    string
-	seen   map[srcKey]bool
+	seen   map[checker.RecordID]bool
 	dups   int
 	onNew  func(n int) // called with the count of distinct outcomes after each new one
 	result []outcome
@@ -227,10 +209,7 @@ type collector struct {
 func newCollector(c *cluster, t topics, onNew func(n int)) (*collector, error) {
 	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ConsumeTopics(t.out, t.dlq),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))...)
-	if err != nil {
-		return nil, err
-	}
-	return &collector{cl: cl, dlq: t.dlq, seen: map[srcKey]bool{}, onNew: onNew}, nil
+	return &collector{cl: cl, dlq: t.dlq, seen: map[checker.RecordID]bool{}, onNew: onNew}, err
 }
 
 // waitFor polls until want distinct inputs have an outcome, or ctx ends.
@@ -241,23 +220,15 @@ func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
 			return k.result, fmt.Errorf("%d of %d outcomes: %w", len(k.seen), want, ctx.Err())
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			o := outcome{appended: r.Timestamp, dead: r.Topic == k.dlq, src: srcKey{-1, r.Offset}}
-			var found int
-			for _, h := range r.Headers {
-				switch h.Key {
-				case "source_partition":
-					p, err := strconv.ParseInt(string(h.Value), 10, 32)
-					o.src.part, found = int32(p), found+btoi(err == nil)
-				case "source_offset":
-					off, err := strconv.ParseInt(string(h.Value), 10, 64)
-					o.src.off, found = off, found+btoi(err == nil)
-				case "error":
-					o.err = string(h.Value)
-				}
+			o := outcome{appended: r.Timestamp, dead: r.Topic == k.dlq}
+			header := func(key string) (string, bool) {
+				i := slices.IndexFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == key })
+				return string(r.Headers[max(i, 0)].Value), i >= 0
 			}
-			if found != 2 {
-				o.err += " (unattributable outcome: no source_partition/source_offset headers)"
-				o.src = srcKey{-1, r.Offset}
+			o.err, _ = header("error")
+			var err error
+			if o.src, err = checker.SourceFromHeaders(header); err != nil {
+				o.src, o.err = checker.RecordID{Topic: r.Topic, Offset: r.Offset}, o.err+" (unattributable outcome: "+err.Error()+")"
 			}
 			if k.seen[o.src] {
 				k.dups++
@@ -274,10 +245,3 @@ func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
 }
 
 func (k *collector) close() { k.cl.Close() }
-
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}

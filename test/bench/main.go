@@ -26,6 +26,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -43,20 +44,28 @@ import (
 	"github.com/rollup-dev/rollup/plugins/payload"
 )
 
+// Fixed settings (the flags cover what the runs in RESULTS.md varied).
+const (
+	partitions    = 4 // of each input topic: at least 2, so two replicas share the work
+	pipeline      = "pipelines/weekly-rollup.yaml"
+	stdioPipeline = "pipelines/weekly-rollup-stdio.yaml"
+	runTimeout    = 3 * time.Minute // one run's hang guard, not a target
+	workerN       = 100             // records through the worker pipeline, each a task of workerTask
+	workerThreads = 100
+	workerTask    = 5 * time.Second
+	bigWeeks      = 60 // the big request: 50 groups x 60 weeks x 168 rows = 504,000
+)
+
 // bench holds the settings of one invocation and the figures as they come in.
 type bench struct {
 	repo, bin, binDesc, work string
-	n, partitions, cores     int
+	n, cores                 int
 	threads, replicas        []int
-	orders                   []bool // false: backlog first, true: warm group first
-	pipeline, stdioPipeline  string
+	orders                   []bool            // false: backlog first, true: warm group first
 	wire                     string            // encoding of the requests on the topic
 	extraEnv                 map[string]string // -env: added to every rollup process
-	timeout                  time.Duration
 
 	doPeer, doLatency, doWorker, doProfile, doMemory bool
-	profileN, workerN, workerThreads, bigWeeks       int
-	taskDuration                                     time.Duration
 
 	cl      *cluster
 	reqs    []request
@@ -85,36 +94,26 @@ func main() {
 	var threads, replicas, orders, out string
 	var seed, check, keep bool
 	flag.BoolVar(&seed, "seed", false, "only the stdio pipeline beside the peers on -n requests (make bench-seed)")
-	flag.BoolVar(&check, "check", false, "only check that the peers and the stdio pipeline agree on varied generated requests (make bench-check)")
+	flag.BoolVar(&check, "check", false, "only check that the peers and the stdio pipeline agree on varied requests (make bench-check)")
 	flag.StringVar(&b.bin, "bin", os.Getenv("ROLLUP_BIN"), "rollup binary to run (env ROLLUP_BIN; default: built from this checkout)")
 	flag.IntVar(&b.n, "n", 40, "seed-sized requests per run")
-	flag.IntVar(&b.partitions, "partitions", 4, "partitions of each input topic (at least 2, so two replicas share the work)")
 	flag.StringVar(&threads, "threads", "1,2,0", "pipeline threads per process to measure (0 = cores)")
 	flag.StringVar(&replicas, "replicas", "1,2", "processes in one consumer group to measure")
 	flag.StringVar(&orders, "order", "backlog,warm", "throughput orders: backlog (produce, then start the consumers) and/or warm (start them, wait for a stable group, then produce)")
-	flag.BoolVar(&b.doPeer, "peer", true, "run the peers (python3 with pandas and polars, pip-installed when missing) on the same requests")
+	flag.BoolVar(&b.doPeer, "peer", true, "run the peers (python3; pandas and polars are pip-installed when missing) on the same requests")
 	flag.BoolVar(&b.doLatency, "latency", true, "measure latency at a steady arrival rate")
 	flag.BoolVar(&b.doWorker, "worker", true, "run the scenario-worker scenario")
 	flag.BoolVar(&b.doProfile, "profile", true, "take and analyse a CPU profile of a throughput run")
 	flag.BoolVar(&b.doMemory, "memory", true, "check peak RSS with one 500k-row request (stdio and Kafka)")
-	flag.IntVar(&b.profileN, "profile-n", 0, "requests in the profiled run (0: about 6 s of work, at least 3 x -n)")
-	flag.IntVar(&b.workerN, "worker-n", 100, "records through the worker pipeline")
-	flag.IntVar(&b.workerThreads, "worker-threads", 100, "WORKER_THREADS of the worker pipeline")
-	flag.DurationVar(&b.taskDuration, "task", 5*time.Second, "TASK_DURATION of the worker pipeline")
-	flag.IntVar(&b.bigWeeks, "big-weeks", 60, "weeks of the big request (50 groups x weeks x 168 rows; 60 gives 504,000)")
-	flag.StringVar(&b.wire, "wire", "gzip_base64", "encoding of the requests on the topic: gzip_base64 (the seed's), gzip, zstd, zstd_base64 or json (the peers read gzip_base64 only)")
-	flag.StringVar(&b.pipeline, "pipeline", "pipelines/weekly-rollup.yaml", "Kafka pipeline to measure (path from the repo root)")
-	flag.StringVar(&b.stdioPipeline, "stdio-pipeline", "pipelines/weekly-rollup-stdio.yaml", "stdio pipeline (path from the repo root)")
+	flag.StringVar(&b.wire, "wire", "gzip_base64", "encoding of the requests on the topic: gzip_base64 (the seed's), gzip, zstd, zstd_base64 or json (the peers need gzip_base64)")
 	flag.Func("env", "KEY=VALUE added to the environment of every rollup process (repeatable), e.g. -env GOMEMLIMIT=400MiB", func(s string) error {
 		k, v, ok := strings.Cut(s, "=")
-		if !ok || k == "" {
+		if b.extraEnv[k] = v; !ok || k == "" {
 			return fmt.Errorf("%q is not KEY=VALUE", s)
 		}
-		b.extraEnv[k] = v
 		return nil
 	})
 	flag.BoolVar(&keep, "keep", false, "keep the work directory (logs, CPU profile)")
-	flag.DurationVar(&b.timeout, "timeout", 3*time.Minute, "give up on one run after this long (a hang guard, not a target)")
 	flag.StringVar(&out, "o", "", "also write the markdown report to this file")
 	flag.Parse()
 
@@ -123,9 +122,6 @@ func main() {
 	err := b.setup(threads, replicas, orders)
 	if err != nil {
 		fatal(err)
-	}
-	if !keep {
-		defer os.RemoveAll(b.work)
 	}
 	var report string
 	switch {
@@ -142,15 +138,14 @@ func main() {
 	}
 	fmt.Print(report)
 	if out != "" && report != "" {
-		if werr := os.WriteFile(out, []byte(report), 0o644); werr != nil {
-			logf("%v", werr)
-		}
+		err = errors.Join(err, os.WriteFile(out, []byte(report), 0o644))
+	}
+	if keep {
+		logf("logs and CPU profile kept in %s", b.work)
+	} else {
+		os.RemoveAll(b.work)
 	}
 	if err != nil {
-		if !keep {
-			logf("rerun with -keep to look at the logs")
-		}
-		os.RemoveAll(b.work)
 		fatal(err)
 	}
 }
@@ -163,12 +158,9 @@ func fatal(err error) {
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
 func (b *bench) setup(threads, replicas, orders string) error {
-	var err error
-	if b.repo, err = repoRoot(); err != nil {
-		return err
-	}
-	if b.partitions < 2 || b.n < 2 {
-		return fmt.Errorf("-partitions and -n must be at least 2")
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if b.repo = filepath.Dir(strings.TrimSpace(string(gomod))); err != nil || !strings.HasSuffix(strings.TrimSpace(string(gomod)), "go.mod") {
+		return fmt.Errorf("run the bench inside the rollup module (go env GOMOD: %v)", err)
 	}
 	if b.threads, err = intList(threads, b.cores); err != nil {
 		return fmt.Errorf("-threads: %w", err)
@@ -181,6 +173,9 @@ func (b *bench) setup(threads, replicas, orders string) error {
 			return fmt.Errorf("-order: %q is neither backlog nor warm", o)
 		}
 		b.orders = append(b.orders, o == "warm")
+	}
+	if b.n < 2 {
+		return fmt.Errorf("-n must be at least 2")
 	}
 	if b.work, err = os.MkdirTemp("", "rollup-bench-"); err != nil {
 		return err
@@ -195,20 +190,6 @@ func (b *bench) setup(threads, replicas, orders string) error {
 	cmd := exec.Command("go", "build", "-o", b.bin, "./cmd/rollup")
 	cmd.Dir, cmd.Stdout, cmd.Stderr, cmd.Env = b.repo, os.Stderr, os.Stderr, append(os.Environ(), "CGO_ENABLED=0")
 	return cmd.Run()
-}
-
-// repoRoot walks up from the working directory to this module's go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	for ; err == nil; dir = filepath.Dir(dir) {
-		if b, rerr := os.ReadFile(filepath.Join(dir, "go.mod")); rerr == nil && strings.Contains(string(b), "module github.com/rollup-dev/rollup\n") {
-			return dir, nil
-		}
-		if dir == filepath.Dir(dir) {
-			return "", fmt.Errorf("not inside the rollup repository (no go.mod of github.com/rollup-dev/rollup above the working directory)")
-		}
-	}
-	return "", err
 }
 
 // intList parses "1,2,0", 0 standing for zero, deduplicated in order.
@@ -296,13 +277,12 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if b.doProfile {
 		b.note()
-		if b.profileN == 0 { // about 6 s of work, and above the in-flight bound so the memory formula meets its worst case
-			b.profileN = max(3*b.n, b.heldRecords(1<<30, int64(len(b.reqs[0].wire)))+b.n)
-			if ref := b.find(b.cores, 1); ref != nil {
-				b.profileN = min(max(b.profileN, int(6*ref.steadyRate())), 600)
-			}
+		// About 6 s of work, and above the in-flight bound so the memory formula meets its worst case.
+		n := max(3*b.n, b.heldRecords(1<<30, int64(len(b.reqs[0].wire)))+b.n)
+		if ref := b.find(b.cores, 1); ref != nil {
+			n = min(max(n, int(6*ref.steadyRate())), 600)
 		}
-		reqs := make([]request, b.profileN)
+		reqs := make([]request, n)
 		for i := range reqs {
 			reqs[i] = b.reqs[i%len(b.reqs)]
 		}

@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/bits"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -23,10 +23,10 @@ func (b *bench) checkpointLimit() int {
 	if v, err := strconv.Atoi(b.extraEnv["KAFKA_CHECKPOINT_LIMIT"]); err == nil && v > 0 {
 		return v
 	}
-	yaml, _ := os.ReadFile(filepath.Join(b.repo, b.pipeline))
+	yaml, _ := os.ReadFile(filepath.Join(b.repo, pipeline))
 	m := regexp.MustCompile(`\$\{KAFKA_CHECKPOINT_LIMIT:(\d+)\}`).FindSubmatch(yaml)
 	if m == nil {
-		fatal(fmt.Errorf("%s sets no ${KAFKA_CHECKPOINT_LIMIT:n} default", b.pipeline))
+		fatal(fmt.Errorf("%s sets no ${KAFKA_CHECKPOINT_LIMIT:n} default", pipeline))
 	}
 	v, _ := strconv.Atoi(string(m[1]))
 	return v
@@ -37,7 +37,7 @@ func (b *bench) checkpointLimit() int {
 // bring before the pause takes effect: the response just polled and the next one, each up to
 // fetch_max_bytes (always at least one record), per broker (the bench has one).
 func (b *bench) heldRecords(n int, wire int64) int {
-	return min(n, b.partitions*b.checkpointLimit()+2*max(1, int((fetchMaxBytes+wire-1)/wire)))
+	return min(n, partitions*b.checkpointLimit()+2*max(1, int((fetchMaxBytes+wire-1)/wire)))
 }
 
 // memRow is one measured peak RSS beside what the formula (see RESULTS.md) predicts.
@@ -80,7 +80,7 @@ func (b *bench) bigRequest() request {
 	o.ContactTypes = []string{"Medical", "Dental", "Vision", "Pharmacy", "Billing"}
 	o.Langs = []string{"English", "Spanish"}
 	o.Centers = []string{"Default Center", "North", "South", "East", "West"}
-	o.Weeks = b.bigWeeks
+	o.Weeks = bigWeeks
 	js := gen.Request(o)
 	return request{org: o.OrganizationID(), wire: gen.Encode(js), jsonSize: len(js), rows: o.Rows()}
 }
@@ -88,8 +88,6 @@ func (b *bench) bigRequest() request {
 // runMemory measures peak RSS with the big request: once through the stdio pipeline, then
 // through Kafka as one request, four with all threads and four with one.
 func (b *bench) runMemory(ctx context.Context) ([]memRow, int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
-	defer cancel()
 	big := b.bigRequest()
 	logf("memory: %d rows, %.1f MiB JSON, %.1f MiB on the wire", big.rows, mib(int64(big.jsonSize)), mib(int64(len(big.wire))))
 	row := memRow{path: "stdio (weekly-rollup-stdio.yaml)", requests: 1, threads: b.cores, wire: int64(len(big.wire)),
@@ -101,72 +99,21 @@ func (b *bench) runMemory(ctx context.Context) ([]memRow, int64, error) {
 	row.peakKB, row.wall = r.rssKB, r.procWall
 	rows := []memRow{row}
 	for _, c := range []struct{ n, threads int }{{1, b.cores}, {4, b.cores}, {4, 1}} {
-		row, err := b.bigKafka(ctx, big, c.n, c.threads)
+		r, err := b.throughput(ctx, c.threads, 1, slices.Repeat([]request{big}, c.n), true, false, 0)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, fmt.Errorf("big request through Kafka: %w", err)
 		}
-		rows = append(rows, row)
-		logf("  kafka, %d request(s), %d thread(s): peak RSS %.0f MiB (idle %.0f MiB)", c.n, c.threads, mib(row.peakKB<<10), mib(row.idleKB<<10))
+		rows = append(rows, b.memRowOf(r, big, "Kafka (weekly-rollup.yaml)"))
+		logf("  kafka, %d request(s), %d thread(s): peak RSS %d MiB (idle %d MiB)", c.n, c.threads, r.peakMB(), r.idleKB>>10)
 	}
 	return rows, rows[1].idleKB << 10, nil
 }
 
-// bigKafka starts the Kafka pipeline, waits for its group, reads its idle RSS, then produces n
-// copies of the big request and waits for every answer.
-func (b *bench) bigKafka(ctx context.Context, big request, n, threads int) (memRow, error) {
-	row := memRow{path: "Kafka (weekly-rollup.yaml)", requests: n, threads: threads, wire: int64(len(big.wire)), js: int64(big.jsonSize),
-		held: b.heldRecords(n, int64(len(big.wire))), bigTarget: n == 1, load: loadAvg()}
-	t, err := b.cl.newTopics(ctx, "bench-big", b.partitions)
-	if err != nil {
-		return row, err
-	}
-	defer b.cl.drop(t)
-	col, err := newCollector(b.cl, t, nil)
-	if err != nil {
-		return row, err
-	}
-	defer col.close()
-	group := uniq("bench-big-group")
-	pr, _, err := b.startPipeline(fmt.Sprintf("big-kafka-n%d-t%d", n, threads), b.pipeline, b.rollupEnv(t, group, threads), false, nil)
-	if err != nil {
-		return row, err
-	}
-	defer pr.stop(20 * time.Second)
-	wctx, done := failOnExit(ctx, []*proc{pr}, b.work)
-	defer done()
-	err = b.cl.waitGroupStable(wctx, group, t.in, 1, b.partitions)
-	row.idleKB = statusKB(pr.cmd.Process.Pid, "VmRSS")
-	t0 := time.Now()
-	var outs []outcome
-	if err == nil {
-		reqs := make([]request, n)
-		for i := range reqs {
-			reqs[i] = big
-		}
-		if _, err = b.cl.produce(ctx, t.in, b.partitions, reqs); err == nil {
-			outs, err = col.waitFor(wctx, n)
-		}
-	}
-	row.wall = time.Since(t0)
-	if err != nil {
-		return row, fmt.Errorf("%w (logs in %s)", errors.Join(err, context.Cause(wctx)), b.work)
-	}
-	done()
-	row.peakKB = pr.stop(20 * time.Second)
-	for _, o := range outs {
-		if o.dead {
-			return row, fmt.Errorf("kafka pipeline dead-lettered the big request: %s", o.err)
-		}
-	}
-	return row, nil
-}
-
-// seedMemRow is a throughput run seen as a memory measurement: every record of the backlog up
-// to the checkpoint limit of each partition is fetched and held until acknowledged.
-func (b *bench) seedMemRow(r *tpResult, path string) memRow {
-	q := b.reqs[0]
-	return memRow{path: path, requests: r.n, threads: r.threads, wire: int64(len(q.wire)), js: int64(q.jsonSize),
-		held: b.heldRecords(r.n, int64(len(q.wire))), peakKB: r.hwmKB[0], wall: r.steady, load: r.load}
+// memRowOf is a warm Kafka run seen as a memory measurement: every record of the backlog up to
+// the checkpoint limit of each partition is fetched and held until acknowledged.
+func (b *bench) memRowOf(r *tpResult, q request, path string) memRow {
+	return memRow{path: path, requests: r.n, threads: r.threads, wire: int64(len(q.wire)), js: int64(q.jsonSize), held: b.heldRecords(r.n, int64(len(q.wire))),
+		peakKB: r.hwmKB[0], idleKB: r.idleKB, wall: r.wall, load: r.load, bigTarget: r.n == 1 && q.rows > b.reqs[0].rows}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

@@ -159,7 +159,7 @@ func (b *bench) stdio(ctx context.Context, reqs []request, threads int) (*pathRe
 	for k, v := range b.extraEnv {
 		env[k] = v
 	}
-	r, err := b.runPath(ctx, "rollup-stdio", b.bin, []string{"run", b.stdioPipeline}, env, reqs, false)
+	r, err := b.runPath(ctx, "rollup-stdio", b.bin, []string{"run", stdioPipeline}, env, reqs, false)
 	if d, _ := os.ReadFile(dlq); err == nil && len(d) > 0 {
 		err = fmt.Errorf("stdio pipeline dead-lettered: %.500s", d)
 	}

@@ -26,7 +26,7 @@ func (w *md) p(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 
 func (w *md) machine(b *bench, extra string) {
 	w.p("### Machine and run\n\n- %d cores (`nproc`), %s, %s/%s; %s\n", b.cores, cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
-	w.p("%s- rollup binary %s; pipelines %s, %s\n", extra, b.binDesc, b.pipeline, b.stdioPipeline)
+	w.p("%s- rollup binary %s; pipelines %s, %s\n", extra, b.binDesc, pipeline, stdioPipeline)
 	if len(b.extraEnv) > 0 {
 		w.p("- extra environment of the rollup processes (-env): %v\n", b.extraEnv)
 	}
@@ -76,7 +76,7 @@ func (b *bench) report() string {
 	if b.cl != nil && b.cl.broker == nil {
 		broker = "external, KAFKA_BOOTSTRAP_SERVERS=" + strings.Join(b.cl.seeds, ",")
 	}
-	w.machine(b, "- broker: "+broker+fmt.Sprintf("; input topics have %d partitions\n", b.partitions))
+	w.machine(b, "- broker: "+broker+fmt.Sprintf("; input topics have %d partitions\n", partitions))
 	for _, warm := range b.orders {
 		if warm {
 			w.p("### Throughput, warm group: consumers started and their group stable, then a backlog of %d requests produced at once\n\n", b.n)
@@ -172,7 +172,7 @@ func (b *bench) report() string {
 		big := b.mem[0]
 		w.p("### Memory: peak RSS against the formula\n\n")
 		w.p("Big request: %d rows, D = %.1f MiB decoded JSON, E = %.1f MiB base64(gzip) on the wire; the target for one such request is 2.5 x D + 100 MiB = %.0f MiB. ",
-			50*b.bigWeeks*168, mib(big.js), mib(big.wire), mib(big.limit()))
+			50*bigWeeks*168, mib(big.js), mib(big.wire), mib(big.limit()))
 		w.p("B = %.0f MiB: RSS of the Kafka pipeline joined and idle. Measured = VmHWM. Records held R = min(n, partitions x checkpoint limit (%d) + 2 x records per 64 MiB fetch). ",
 			mib(b.memBase), b.checkpointLimit())
 		w.p("Live estimate = B + R x E + min(T, n) x (D + 0.75 E) (stdio: B + scanner buffer + E + D + 0.75 E); ")
@@ -182,11 +182,11 @@ func (b *bench) report() string {
 		rows := append([]memRow(nil), b.mem...)
 		for _, r := range b.tp {
 			if r.warm && r.replicas == 1 {
-				rows = append(rows, b.seedMemRow(r, "Kafka, seed-sized backlog"))
+				rows = append(rows, b.memRowOf(r, b.reqs[0], "Kafka, seed-sized backlog"))
 			}
 		}
 		if b.profRun != nil {
-			rows = append(rows, b.seedMemRow(b.profRun, "Kafka, seed-sized backlog (profile run)"))
+			rows = append(rows, b.memRowOf(b.profRun, b.reqs[0], "Kafka, seed-sized backlog (profile run)"))
 		}
 		for _, r := range rows {
 			target, held := "-", "-"

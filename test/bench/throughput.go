@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/rollup-dev/rollup/internal/checker"
 )
 
 // tpResult is one throughput run, or the steady-rate latency run.
@@ -29,6 +31,7 @@ type tpResult struct {
 	brokerCPU float64 // dev-broker CPU s per request over the same window
 	idle      float64 // idle share of all the machine's CPUs over the same window
 	hwmKB     []int64 // peak RSS per process
+	idleKB    int64   // warm: RSS of the first process joined and idle, before the backlog
 	dups      int
 	load      string
 	rate      float64 // latency run: requests produced per second
@@ -77,10 +80,10 @@ func (b *bench) rollupEnv(t topics, group string, threads int) map[string]string
 // started and their group stable, then the backlog produced at once. rate > 0 is the latency run
 // instead: one warm-up request, then the requests produced at that steady rate.
 func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []request, warm, profile bool, rate float64) (*tpResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
 	base := fmt.Sprintf("bench-t%d-r%d-%s", threads, replicas, orderName(warm))
-	t, err := b.cl.newTopics(ctx, base, b.partitions)
+	t, err := b.cl.newTopics(ctx, base, partitions)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +97,7 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 		want     = len(reqs)
 		first    = make(chan struct{})
 		produced = make(chan struct{}) // latency run: every produce callback has run
-		sent     map[srcKey]time.Time
+		sent     map[checker.RecordID]time.Time
 	)
 	if rate > 0 {
 		want++ // the warm-up request
@@ -108,7 +111,10 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 			close(first)
 		}
 		if n == want {
-			perReq := float64(len(reqs) - btoi(!warm))
+			perReq := float64(len(reqs)) // warm: every request's work falls in the window; backlog: n-1
+			if !warm {
+				perReq--
+			}
 			res.cpu = float64(sumTicks(procs)-cpu0) / clockTicks / perReq
 			res.brokerCPU = float64(b.cl.brokerTicks()-b0) / clockTicks / perReq
 			res.idle = readCPUStat().idleSince(idle0)
@@ -120,14 +126,14 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 	defer col.close()
 	t0 := time.Now()
 	if !warm {
-		if sent, err = b.cl.produce(ctx, t.in, b.partitions, reqs); err != nil {
+		if sent, err = b.cl.produce(ctx, t.in, partitions, reqs); err != nil {
 			return nil, err
 		}
 		res.produce, t0 = time.Since(t0), time.Now()
 	}
 	group := uniq(base + "-group")
 	for i := range replicas {
-		p, addr, err := b.startPipeline(fmt.Sprintf("%s-%d", base, i), b.pipeline, b.rollupEnv(t, group, threads), profile, nil)
+		p, addr, err := b.startPipeline(fmt.Sprintf("%s-%d", base, i), pipeline, b.rollupEnv(t, group, threads), profile, nil)
 		if err != nil {
 			stopAll(procs)
 			return nil, err
@@ -141,11 +147,12 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 		return fmt.Errorf("%w (logs in %s)", errors.Join(err, context.Cause(wctx)), b.work)
 	}
 	if warm {
-		if err := b.cl.waitGroupStable(wctx, group, t.in, replicas, b.partitions); err != nil {
+		if err := b.cl.waitGroupStable(wctx, group, t.in, replicas, partitions); err != nil {
 			return nil, fail(err)
 		}
+		res.idleKB = statusKB(procs[0].cmd.Process.Pid, "VmRSS")
 	}
-	var warmup srcKey
+	var warmup checker.RecordID
 	switch {
 	case rate > 0: // the first answer proves the group is joined; then the CPU window starts
 		s, err := b.cl.produce(ctx, t.in, 1, reqs[:1])
@@ -159,12 +166,12 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 		}
 		mark()
 		t0 = time.Now()
-		sent = map[srcKey]time.Time{}
+		sent = map[checker.RecordID]time.Time{}
 		go func() { b.produceAtRate(ctx, t.in, reqs, rate, sent); close(produced) }()
 	case warm:
 		mark()
 		t0 = time.Now()
-		if sent, err = b.cl.produce(ctx, t.in, b.partitions, reqs); err != nil {
+		if sent, err = b.cl.produce(ctx, t.in, partitions, reqs); err != nil {
 			return nil, err
 		}
 		res.produce = time.Since(t0)
@@ -222,7 +229,7 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 
 // produceAtRate produces reqs one by one at rate per second, recording each one's timestamp, and
 // returns when every produce callback has run.
-func (b *bench) produceAtRate(ctx context.Context, topic string, reqs []request, rate float64, sent map[srcKey]time.Time) {
+func (b *bench) produceAtRate(ctx context.Context, topic string, reqs []request, rate float64, sent map[checker.RecordID]time.Time) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -232,7 +239,7 @@ func (b *bench) produceAtRate(ctx context.Context, topic string, reqs []request,
 		if i > 0 && sleepTick(ctx, tick) != nil {
 			return
 		}
-		rec := &kgo.Record{Topic: topic, Partition: int32(i % b.partitions), Key: []byte(r.org), Value: r.wire}
+		rec := &kgo.Record{Topic: topic, Partition: int32(i % partitions), Key: []byte(r.org), Value: r.wire}
 		wg.Add(1)
 		b.cl.cl.Produce(ctx, rec, func(rec *kgo.Record, err error) {
 			defer wg.Done()
@@ -241,7 +248,7 @@ func (b *bench) produceAtRate(ctx context.Context, topic string, reqs []request,
 				return
 			}
 			mu.Lock() // callbacks may run concurrently; the map is read only after wg.Wait
-			sent[srcKey{rec.Partition, rec.Offset}] = rec.Timestamp
+			sent[checker.RecordID{Topic: topic, Partition: rec.Partition, Offset: rec.Offset}] = rec.Timestamp
 			mu.Unlock()
 		})
 	}

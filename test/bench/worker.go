@@ -25,17 +25,17 @@ type workerResult struct {
 }
 
 func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
-	res := &workerResult{n: b.workerN, threads: b.workerThreads, task: b.taskDuration, load: loadAvg(),
-		seed: time.Duration(b.workerN) * b.taskDuration / time.Duration(b.cores)}
-	logf("worker: %d records on 1 partition, TASK_DURATION=%v, WORKER_THREADS=%d", b.workerN, b.taskDuration, b.workerThreads)
+	res := &workerResult{n: workerN, threads: workerThreads, task: workerTask, load: loadAvg(),
+		seed: time.Duration(workerN) * workerTask / time.Duration(b.cores)}
+	logf("worker: %d records on 1 partition, TASK_DURATION=%v, WORKER_THREADS=%d", workerN, workerTask, workerThreads)
 	t, err := b.cl.newTopics(ctx, "bench-worker", 1) // the scenario: many records of one partition at once
 	if err != nil {
 		return nil, err
 	}
 	defer b.cl.drop(t)
-	recs := make([]*kgo.Record, b.workerN)
+	recs := make([]*kgo.Record, workerN)
 	for i := range recs {
 		recs[i] = &kgo.Record{Topic: t.in, Value: fmt.Appendf(nil, `{"event":"task","n":%d}`, i)}
 	}
@@ -59,7 +59,7 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 			started++
 			res.maxRunning = max(res.maxRunning, started-finished)
 		case strings.Contains(line, "Finished processing"):
-			if finished++; finished == b.workerN {
+			if finished++; finished == workerN {
 				tLast = time.Now()
 				close(allDone)
 			}
@@ -67,8 +67,8 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 	}
 	group := uniq("bench-worker-group")
 	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": strings.Join(b.cl.seeds, ","), "KAFKA_TOPIC": t.in,
-		"WORKER_GROUP_ID": group, "WORKER_DLQ_KAFKA_TOPIC": t.dlq, "TASK_DURATION": b.taskDuration.String(),
-		"WORKER_THREADS": strconv.Itoa(b.workerThreads)}
+		"WORKER_GROUP_ID": group, "WORKER_DLQ_KAFKA_TOPIC": t.dlq, "TASK_DURATION": workerTask.String(),
+		"WORKER_THREADS": strconv.Itoa(workerThreads)}
 	tStart := time.Now()
 	p, _, err := b.startPipeline("bench-worker", "pipelines/scenario-worker.yaml", env, false, watch)
 	if err != nil {
@@ -80,7 +80,7 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 	case <-p.done:
 		return nil, fmt.Errorf("worker pipeline exited: %v (logs in %s)", p.err, b.work)
 	case <-ctx.Done():
-		return nil, fmt.Errorf("not all %d finished: %w (logs in %s)", b.workerN, ctx.Err(), b.work)
+		return nil, fmt.Errorf("not all %d finished: %w (logs in %s)", workerN, ctx.Err(), b.work)
 	}
 	mu.Lock()
 	res.sinceStart, res.sinceFirst = tLast.Sub(tStart), tLast.Sub(tFirst)
@@ -91,11 +91,11 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 				res.committed = o.At
 			}
 		}
-		if res.committed >= int64(b.workerN) {
+		if res.committed >= int64(workerN) {
 			break
 		}
 		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return res, fmt.Errorf("committed offset %d of %d: %w", res.committed, b.workerN, err)
+			return res, fmt.Errorf("committed offset %d of %d: %w", res.committed, workerN, err)
 		}
 	}
 	res.commitWait = time.Since(tLast)
