@@ -252,6 +252,9 @@ func (b *bench) run(ctx context.Context) error {
 			}
 		}
 	}
+	if b.doPeer && b.wire != "gzip_base64" {
+		logf("peers skipped: they read gzip_base64 requests only (-wire %s)", b.wire)
+	}
 	if b.doPeer && b.wire == "gzip_base64" {
 		b.note()
 		logf("stdio pipeline: %d requests (rollup's answers for the peers to agree with)", b.n)

@@ -98,14 +98,20 @@ func (b *bench) runPath(ctx context.Context, name, bin string, args []string, en
 		res.wall, res.cpu = res.procWall.Seconds(), res.procCPU
 		return res, nil
 	}
-	for _, l := range strings.Split(strings.TrimSpace(errs.String()), "\n") {
+	timings := 0 // lines of two numbers; anything else on stderr (a library's warning) is not a timing
+	for _, l := range strings.Split(errs.String(), "\n") {
 		f := strings.Fields(l)
-		w, err1 := strconv.ParseFloat(f[0], 64)
-		c, err2 := strconv.ParseFloat(f[len(f)-1], 64)
-		if len(f) != 2 || err1 != nil || err2 != nil {
-			return nil, fmt.Errorf("%s: timing line %q", name, l)
+		if len(f) != 2 {
+			continue
 		}
-		res.wall, res.cpu = res.wall+w, res.cpu+c
+		w, err1 := strconv.ParseFloat(f[0], 64)
+		c, err2 := strconv.ParseFloat(f[1], 64)
+		if err1 == nil && err2 == nil {
+			res.wall, res.cpu, timings = res.wall+w, res.cpu+c, timings+1
+		}
+	}
+	if timings != len(reqs) {
+		return nil, fmt.Errorf("%s: %d timing lines for %d requests: %.800s", name, timings, len(reqs), errs.String())
 	}
 	return res, nil
 }
