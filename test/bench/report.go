@@ -17,6 +17,14 @@ func cpuModel() string {
 	return "?"
 }
 
+// ratio is a/b as "12.3x", or "-" when either is not measured (a CPU window under one 10 ms tick reads 0).
+func ratio(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fx", a/b)
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
 
 // md collects the markdown report.
@@ -53,7 +61,7 @@ func (w *md) peerTable(ours []*pathResult, peers []*pathResult, rows int) {
 		}
 		w.p("| %s | %.2f | %.0f | %.4f | %d |", name, r.rate(), r.rate()*float64(rows), r.cpuReq(), r.rssKB>>10)
 		for _, pe := range peers {
-			w.p(" %.1fx | %.1fx |", r.rate()/pe.rate(), pe.cpuReq()/r.cpuReq())
+			w.p(" %s | %s |", ratio(r.rate(), pe.rate()), ratio(pe.cpuReq(), r.cpuReq()))
 		}
 		w.p(" %s |\n", r.load)
 	}
@@ -120,7 +128,7 @@ func (b *bench) report() string {
 		st.name = fmt.Sprintf("rollup stdio pipeline, %d threads, whole process (start-up included)", b.cores)
 		w.peerTable([]*pathResult{bestR, st}, b.peers, b.reqs[0].rows)
 		for _, pe := range b.peers {
-			w.p("**%s: %.1fx its requests/s, %.1fx per CPU second.** ", pe.name, bestR.rate()/pe.rate(), pe.cpuReq()/bestR.cpuReq())
+			w.p("**%s: %s its requests/s, %s per CPU second.** ", pe.name, ratio(bestR.rate(), pe.rate()), ratio(pe.cpuReq(), bestR.cpuReq()))
 		}
 		w.p("Peer processes whole run (Python start and imports included): ")
 		for _, pe := range b.peers {
