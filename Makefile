@@ -3,9 +3,8 @@ GO        ?= go
 BIN       ?= bin/rollup
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.dateBuilt=$(shell date -u +%Y-%m-%dT%H:%M:%SZ)
-SHARED    ?= $(abspath ../shared)
 
-.PHONY: help build test test-go test-pipelines test-alerts lint bench bench-seed demo clean
+.PHONY: help build test test-go test-pipelines test-alerts lint bench bench-seed bench-e2e bench-check demo clean
 
 help: ## this list
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,11 +33,14 @@ lint: ## gofmt, go vet and rollup lint of every pipeline
 bench: ## processor benchmarks on one core (rows/s, allocs)
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./plugins/... ./internal/...
 
-bench-seed: build ## the stdio pipeline beside the seed's pandas path on the same 20 requests
-	SHARED=$(SHARED) ./scripts/bench-seed.sh
+bench-seed: build ## the stdio pipeline beside the pandas and polars peers (test/bench/peers) on the same 20 requests, both ratios
+	BIN=$(BIN) ./scripts/bench-seed.sh
 
-bench-e2e: build ## end to end through a broker: req/s by threads and replicas, latency, seed ratio, worker, CPU split, memory
-	ROLLUP_BIN=$(abspath $(BIN)) SHARED=$(SHARED) ./scripts/bench-e2e.sh $(BENCH_FLAGS)
+bench-e2e: build ## end to end through a broker: req/s by threads and replicas, latency, ratios to the pandas and polars peers, worker, CPU split, memory
+	ROLLUP_BIN=$(abspath $(BIN)) ./scripts/bench-e2e.sh $(BENCH_FLAGS)
+
+bench-check: build ## do the pandas and polars peers agree with rollup to 1e-9 on varied generated requests?
+	$(GO) run ./test/bench -check -bin $(BIN)
 
 demo: build ## the real job on an embedded broker
 	$(BIN) demo

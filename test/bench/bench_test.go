@@ -55,3 +55,21 @@ func TestIntList(t *testing.T) {
 		t.Error("intList accepted x")
 	}
 }
+
+func TestSame(t *testing.T) {
+	w := map[string]any{"weekly": map[string]any{"a_b_c": []any{map[string]any{"Week": "2023-07-28", "Volume": 1e6, "Base AHT": nil}}}}
+	ok := map[string]any{"weekly": map[string]any{"a_b_c": []any{map[string]any{"Week": "2023-07-28", "Volume": 1e6 * (1 + 5e-10), "Base AHT": nil}}}}
+	if err := same("", w, ok); err != nil {
+		t.Errorf("within 1e-9: %v", err)
+	}
+	for _, bad := range []any{
+		map[string]any{"weekly": map[string]any{"a_b_c": []any{map[string]any{"Week": "2023-07-28", "Volume": 1e6 * (1 + 2e-9), "Base AHT": nil}}}},
+		map[string]any{"weekly": map[string]any{"a_b_c": []any{map[string]any{"Week": "2023-07-28", "Volume": 1e6, "Base AHT": 0.0}}}},
+		map[string]any{"weekly": map[string]any{"a_b_c": []any{}}},
+		map[string]any{"weekly": map[string]any{"x_b_c": []any{map[string]any{"Week": "2023-07-28", "Volume": 1e6, "Base AHT": nil}}}},
+	} {
+		if err := same("", w, bad); err == nil {
+			t.Errorf("same accepted %v", bad)
+		}
+	}
+}

@@ -1,36 +1,32 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/rollup-dev/rollup/internal/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
 )
 
-// cluster is the broker the bench talks to: the embedded one as a `rollup dev-broker` process,
-// or the one named by KAFKA_BOOTSTRAP_SERVERS.
+// cluster is the broker the bench talks to: `rollup dev-broker` as a process of its own, or the
+// one named by KAFKA_BOOTSTRAP_SERVERS.
 type cluster struct {
 	seeds  []string
 	broker *proc // nil on an external broker
 	adm    *kadm.Client
 	cl     *kgo.Client
 }
-
-func (c *cluster) external() bool { return c.broker == nil }
 
 func clientOpts(seeds []string, extra ...kgo.Opt) []kgo.Opt {
 	opts := append([]kgo.Opt{kgo.SeedBrokers(seeds...)}, devbroker.ClientOpts(devbroker.DefaultMaxMessageBytes)...)
@@ -46,37 +42,14 @@ func startCluster(ctx context.Context, b *bench) (*cluster, error) {
 		if err != nil {
 			return nil, err
 		}
-		logf, err := os.Create(filepath.Join(b.work, "dev-broker.log"))
+		log, err := os.Create(filepath.Join(b.work, "dev-broker.log"))
 		if err != nil {
 			return nil, err
 		}
-		pr, pw := io.Pipe()
-		ready := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(pr)
-			once := sync.Once{}
-			for sc.Scan() {
-				fmt.Fprintln(logf, sc.Text())
-				if strings.Contains(sc.Text(), "listening on") {
-					once.Do(func() { close(ready) })
-				}
-			}
-		}()
-		p, err := startProc("dev-broker", b.repo, b.bin,
-			[]string{"dev-broker", "--addr", addr, "--partitions", strconv.Itoa(b.partitions), "--log-level", "warn"},
-			nil, nil, pw, pw)
-		if err != nil {
+		if c.broker, err = startProc("dev-broker", b.repo, b.bin, []string{"dev-broker", "--addr", addr,
+			"--partitions", strconv.Itoa(partitions), "--log-level", "warn"}, nil, nil, nil, log); err != nil {
 			return nil, err
 		}
-		select {
-		case <-ready:
-		case <-p.done:
-			return nil, fmt.Errorf("dev-broker exited: %v (log %s)", p.err, logf.Name())
-		case <-time.After(30 * time.Second):
-			p.stop(time.Second)
-			return nil, fmt.Errorf("dev-broker did not start within 30s (log %s)", logf.Name())
-		}
-		c.broker = p
 		c.seeds = []string{addr}
 	}
 	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ProducerLinger(0), kgo.ProducerBatchCompression(kgo.NoCompression()),
@@ -84,13 +57,16 @@ func startCluster(ctx context.Context, b *bench) (*cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.cl = cl
-	c.adm = kadm.NewClient(cl)
+	c.cl, c.adm = cl, kadm.NewClient(cl)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := cl.Ping(pctx); err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("broker %v: %w", c.seeds, err)
+	err = cl.Ping(pctx)
+	for err != nil && sleep(pctx, 50*time.Millisecond) == nil { // the dev broker may not listen yet
+		err = cl.Ping(pctx)
+	}
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("broker %v (dev-broker log in %s): %w", c.seeds, b.work, err)
 	}
 	return c, nil
 }
@@ -102,27 +78,33 @@ func (c *cluster) close() {
 	}
 }
 
-// uniq is base plus a random suffix, so topics and groups never collide across runs (or with
-// what is already on a real broker).
+// brokerTicks is the dev broker's CPU so far (0 on an external broker).
+func (c *cluster) brokerTicks() int64 {
+	if c.broker == nil {
+		return 0
+	}
+	return c.broker.cpuTicks()
+}
+
+// uniq is base plus a random suffix, so topics and groups never collide across runs.
 func uniq(base string) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return base + "-" + hex.EncodeToString(b[:])
 }
 
-// topics is one run's set: input, responses and dead letters.
+// topics is one run's set: input (partitions as asked), responses and dead letters (one each).
 type topics struct{ in, out, dlq string }
 
 func (c *cluster) newTopics(ctx context.Context, base string, partitions int) (topics, error) {
 	t := topics{in: uniq(base + "-in"), out: uniq(base + "-out"), dlq: uniq(base + "-dlq")}
 	maxMsg := strconv.Itoa(int(devbroker.DefaultMaxMessageBytes))
-	cfg := map[string]*string{"max.message.bytes": &maxMsg}
 	for _, name := range []string{t.in, t.out, t.dlq} {
-		p := int32(partitions)
-		if name != t.in {
-			p = 1
+		p := int32(1)
+		if name == t.in {
+			p = int32(partitions)
 		}
-		resp, err := c.adm.CreateTopic(ctx, p, -1, cfg, name)
+		resp, err := c.adm.CreateTopic(ctx, p, -1, map[string]*string{"max.message.bytes": &maxMsg}, name)
 		if err == nil {
 			err = resp.Err
 		}
@@ -130,24 +112,19 @@ func (c *cluster) newTopics(ctx context.Context, base string, partitions int) (t
 			return t, fmt.Errorf("create topic %s: %w", name, err)
 		}
 	}
-	// A real broker may answer before every partition has a leader.
-	for {
+	for { // a real broker may answer before every partition has a leader
 		d, err := c.adm.ListTopics(ctx, t.in, t.out, t.dlq)
-		if err == nil && d.Error() == nil && len(d) == 3 {
-			ok := true
-			for _, td := range d {
-				for _, p := range td.Partitions {
-					ok = ok && p.Err == nil && p.Leader >= 0
-				}
-			}
-			if ok {
-				return t, nil
+		ok := err == nil && d.Error() == nil && len(d) == 3
+		for _, td := range d {
+			for _, p := range td.Partitions {
+				ok = ok && p.Err == nil && p.Leader >= 0
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return t, fmt.Errorf("topics %v not ready: %w", t, ctx.Err())
-		case <-time.After(50 * time.Millisecond):
+		if ok {
+			return t, nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return t, fmt.Errorf("topics %v not ready: %w", t, err)
 		}
 	}
 }
@@ -159,32 +136,43 @@ func (c *cluster) drop(t topics) {
 	_, _ = c.adm.DeleteTopics(ctx, t.in, t.out, t.dlq)
 }
 
-// srcKey names an input record: responses and dead letters carry it in their headers.
-type srcKey struct {
-	part int32
-	off  int64
+// waitGroupStable polls until the group is Stable with members members and every partition of
+// topic assigned.
+func (c *cluster) waitGroupStable(ctx context.Context, group, topic string, members, partitions int) error {
+	for {
+		gs, err := c.adm.DescribeGroups(ctx, group)
+		if g, ok := gs[group]; err == nil && ok && g.Err == nil && g.State == "Stable" && len(g.Members) == members &&
+			len(g.AssignedPartitions()[topic]) == partitions {
+			return nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("group %s not stable with %d members: %w", group, members, err)
+		}
+	}
 }
 
-// produce writes the payloads round-robin over the partitions, synchronously, and returns each
-// record's produce timestamp by partition and offset.
-//
-// Each record goes in a batch of its own, uncompressed, as a producer whose batch.size is below
-// the record size sends it (Kafka's default batch.size is 16 KiB; the seed's requests are 1 MiB).
-// This matters for memory: a consumer keeps a whole fetched batch alive while any of its records
-// is, so one 100 MiB batch of 100 requests would be held until the last of them is answered.
-func (c *cluster) produce(ctx context.Context, topic string, partitions int, reqs []request) (map[srcKey]time.Time, error) {
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// produce writes the requests round-robin over the partitions and returns each record's produce
+// timestamp. Each record goes in a batch of its own, uncompressed, as a producer with Kafka's
+// default 16 KiB batch.size sends 1 MiB records. This matters for memory: a consumer keeps a
+// whole fetched batch alive while any of its records is.
+func (c *cluster) produce(ctx context.Context, topic string, partitions int, reqs []request) (map[checker.RecordID]time.Time, error) {
 	largest := 0
 	recs := make([]*kgo.Record, len(reqs))
 	for i, r := range reqs {
 		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i % partitions), Key: []byte(r.org), Value: r.wire}
 		largest = max(largest, len(r.wire)+len(r.org))
 	}
-	cl, err := kgo.NewClient(clientOpts(c.seeds,
-		kgo.ProducerBatchMaxBytes(int32(max(largest+64<<10, 1<<20))),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.ProducerLinger(0),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-	)...)
+	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ProducerBatchMaxBytes(int32(max(largest+64<<10, 1<<20))),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.ProducerLinger(0), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
 	if err != nil {
 		return nil, err
 	}
@@ -193,27 +181,17 @@ func (c *cluster) produce(ctx context.Context, topic string, partitions int, req
 	if err := res.FirstErr(); err != nil {
 		return nil, fmt.Errorf("produce to %s: %w", topic, err)
 	}
-	sent := make(map[srcKey]time.Time, len(recs))
+	sent := make(map[checker.RecordID]time.Time, len(recs))
 	for _, r := range res {
-		sent[srcKey{r.Record.Partition, r.Record.Offset}] = r.Record.Timestamp
+		sent[checker.RecordID{Topic: topic, Partition: r.Record.Partition, Offset: r.Record.Offset}] = r.Record.Timestamp
 	}
 	return sent, nil
 }
 
-// produceOne writes one record and returns where it landed and its timestamp.
-func (c *cluster) produceOne(ctx context.Context, topic string, part int32, r request) (srcKey, time.Time, error) {
-	rec := &kgo.Record{Topic: topic, Partition: part, Key: []byte(r.org), Value: r.wire}
-	if err := c.cl.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		return srcKey{}, time.Time{}, err
-	}
-	return srcKey{rec.Partition, rec.Offset}, rec.Timestamp, nil
-}
-
 // outcome is one response or dead letter as the bench consumer saw it.
 type outcome struct {
-	src      srcKey
-	appended time.Time // the record's timestamp: set by the rollup output when it produced it
-	received time.Time // when the bench consumer got it
+	src      checker.RecordID // the input it answers, from its source_* headers
+	appended time.Time        // the record's timestamp: set by the rollup output when it produced it
 	dead     bool
 	err      string
 }
@@ -222,22 +200,16 @@ type outcome struct {
 type collector struct {
 	cl     *kgo.Client
 	dlq    string
-	seen   map[srcKey]bool
+	seen   map[checker.RecordID]bool
 	dups   int
-	onNew  func(n int, o outcome)
+	onNew  func(n int) // called with the count of distinct outcomes after each new one
 	result []outcome
 }
 
-func newCollector(c *cluster, t topics, onNew func(n int, o outcome)) (*collector, error) {
-	cl, err := kgo.NewClient(clientOpts(c.seeds,
-		kgo.ConsumeTopics(t.out, t.dlq),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(50*time.Millisecond),
-	)...)
-	if err != nil {
-		return nil, err
-	}
-	return &collector{cl: cl, dlq: t.dlq, seen: map[srcKey]bool{}, onNew: onNew}, nil
+func newCollector(c *cluster, t topics, onNew func(n int)) (*collector, error) {
+	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ConsumeTopics(t.out, t.dlq),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))...)
+	return &collector{cl: cl, dlq: t.dlq, seen: map[checker.RecordID]bool{}, onNew: onNew}, err
 }
 
 // waitFor polls until want distinct inputs have an outcome, or ctx ends.
@@ -247,25 +219,16 @@ func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
 		if ctx.Err() != nil {
 			return k.result, fmt.Errorf("%d of %d outcomes: %w", len(k.seen), want, ctx.Err())
 		}
-		now := time.Now()
 		fs.EachRecord(func(r *kgo.Record) {
-			o := outcome{appended: r.Timestamp, received: now, dead: r.Topic == k.dlq}
-			var perr, oerr error = errors.New("no source_partition header"), errors.New("no source_offset header")
-			for _, h := range r.Headers {
-				switch h.Key {
-				case "source_partition":
-					var p int64
-					p, perr = strconv.ParseInt(string(h.Value), 10, 32)
-					o.src.part = int32(p)
-				case "source_offset":
-					o.src.off, oerr = strconv.ParseInt(string(h.Value), 10, 64)
-				case "error":
-					o.err = string(h.Value)
-				}
+			o := outcome{appended: r.Timestamp, dead: r.Topic == k.dlq}
+			header := func(key string) (string, bool) {
+				i := slices.IndexFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == key })
+				return string(r.Headers[max(i, 0)].Value), i >= 0
 			}
-			if perr != nil || oerr != nil {
-				o.err += fmt.Sprintf(" (unattributable outcome: %v)", errors.Join(perr, oerr))
-				o.src = srcKey{-1, r.Offset}
+			o.err, _ = header("error")
+			var err error
+			if o.src, err = checker.SourceFromHeaders(header); err != nil {
+				o.src, o.err = checker.RecordID{Topic: r.Topic, Offset: r.Offset}, o.err+" (unattributable outcome: "+err.Error()+")"
 			}
 			if k.seen[o.src] {
 				k.dups++
@@ -274,7 +237,7 @@ func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
 			k.seen[o.src] = true
 			k.result = append(k.result, o)
 			if k.onNew != nil {
-				k.onNew(len(k.seen), o)
+				k.onNew(len(k.seen))
 			}
 		})
 	}

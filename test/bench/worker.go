@@ -11,43 +11,39 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// workerResult is the scenario-worker run: workerN records of one partition, each a task of
-// taskDuration, with workerThreads threads.
+// workerResult is the scenario-worker run: n records on one partition, each a task of task, with
+// threads threads.
 type workerResult struct {
-	n, threads   int
-	task         time.Duration
-	partitions   int
-	sinceStart   time.Duration // process start to the last "Finished processing"
-	sinceFirst   time.Duration // first "Processing message" to the last "Finished processing"
-	maxRunning   int           // most tasks seen running at once (started minus finished)
-	committed    int64         // offsets committed by the group at the end
-	commitWait   time.Duration // last finish to all offsets committed
-	seedEstimate time.Duration // workerN x task / cores: the seed, one thread per core
-	load         string
+	n, threads             int
+	task                   time.Duration
+	sinceStart, sinceFirst time.Duration // process start / first "Processing message" to the last "Finished processing"
+	maxRunning             int           // most tasks seen running at once (started minus finished)
+	committed              int64         // offset committed by the group at the end
+	commitWait             time.Duration // last finish to every offset committed
+	seed                   time.Duration // n x task / cores: the seed, one task per core at a time
+	load                   string
 }
 
 func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, runTimeout)
 	defer cancel()
-	res := &workerResult{n: b.workerN, threads: b.workerThreads, task: b.taskDuration, partitions: 1, load: loadAvg(),
-		seedEstimate: time.Duration(b.workerN) * b.taskDuration / time.Duration(b.cores)}
-	logf("worker: %d records on 1 partition, TASK_DURATION=%v, WORKER_THREADS=%d", b.workerN, b.taskDuration, b.workerThreads)
-	// One partition: the scenario is many records of one partition running at once.
-	t, err := b.cl.newTopics(ctx, "bench-worker", 1)
+	res := &workerResult{n: workerN, threads: workerThreads, task: workerTask, load: loadAvg(),
+		seed: time.Duration(workerN) * workerTask / time.Duration(b.cores)}
+	logf("worker: %d records on 1 partition, TASK_DURATION=%v, WORKER_THREADS=%d", workerN, workerTask, workerThreads)
+	t, err := b.cl.newTopics(ctx, "bench-worker", 1) // the scenario: many records of one partition at once
 	if err != nil {
 		return nil, err
 	}
 	defer b.cl.drop(t)
-	recs := make([]*kgo.Record, b.workerN)
+	recs := make([]*kgo.Record, workerN)
 	for i := range recs {
-		recs[i] = &kgo.Record{Topic: t.in, Value: []byte(fmt.Sprintf(`{"event":"task","n":%d}`, i))}
+		recs[i] = &kgo.Record{Topic: t.in, Value: fmt.Appendf(nil, `{"event":"task","n":%d}`, i)}
 	}
 	if err := b.cl.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return nil, err
 	}
-
 	var (
-		mu                sync.Mutex
+		mu                sync.Mutex // the log watcher runs on the process's output goroutine
 		started, finished int
 		tFirst, tLast     time.Time
 		allDone           = make(chan struct{})
@@ -63,24 +59,16 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 			started++
 			res.maxRunning = max(res.maxRunning, started-finished)
 		case strings.Contains(line, "Finished processing"):
-			finished++
-			if finished == b.workerN {
+			if finished++; finished == workerN {
 				tLast = time.Now()
 				close(allDone)
 			}
 		}
 	}
 	group := uniq("bench-worker-group")
-	env := map[string]string{
-		"KAFKA_BOOTSTRAP_SERVERS": strings.Join(b.cl.seeds, ","),
-		"KAFKA_TOPIC":             t.in,
-		"WORKER_GROUP_ID":         group,
-		"WORKER_DLQ_KAFKA_TOPIC":  t.dlq,
-		"TASK_DURATION":           b.taskDuration.String(),
-		"WORKER_THREADS":          strconv.Itoa(b.workerThreads),
-		"LOG_LEVEL":               "INFO",
-		"LOG_FORMAT":              "logfmt",
-	}
+	env := map[string]string{"KAFKA_BOOTSTRAP_SERVERS": strings.Join(b.cl.seeds, ","), "KAFKA_TOPIC": t.in,
+		"WORKER_GROUP_ID": group, "WORKER_DLQ_KAFKA_TOPIC": t.dlq, "TASK_DURATION": workerTask.String(),
+		"WORKER_THREADS": strconv.Itoa(workerThreads)}
 	tStart := time.Now()
 	p, _, err := b.startPipeline("bench-worker", "pipelines/scenario-worker.yaml", env, false, watch)
 	if err != nil {
@@ -92,31 +80,24 @@ func (b *bench) runWorker(ctx context.Context) (*workerResult, error) {
 	case <-p.done:
 		return nil, fmt.Errorf("worker pipeline exited: %v (logs in %s)", p.err, b.work)
 	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
-		return nil, fmt.Errorf("%d of %d finished: %w (logs in %s)", finished, b.workerN, ctx.Err(), b.work)
+		return nil, fmt.Errorf("not all %d finished: %w (logs in %s)", workerN, ctx.Err(), b.work)
 	}
 	mu.Lock()
 	res.sinceStart, res.sinceFirst = tLast.Sub(tStart), tLast.Sub(tFirst)
 	mu.Unlock()
-
-	// Every record is finished: its offset must now be committed (commit_period later).
-	for {
-		offs, err := b.cl.adm.FetchOffsets(ctx, group)
-		if err == nil {
+	for { // every record is finished: its offset must now be committed
+		if offs, err := b.cl.adm.FetchOffsets(ctx, group); err == nil {
 			if o, ok := offs.Lookup(t.in, 0); ok && o.Err == nil {
 				res.committed = o.At
 			}
 		}
-		if res.committed >= int64(b.workerN) {
-			res.commitWait = time.Since(tLast)
+		if res.committed >= int64(workerN) {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("committed offset %d of %d: %w", res.committed, b.workerN, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return res, fmt.Errorf("committed offset %d of %d: %w", res.committed, workerN, err)
 		}
 	}
+	res.commitWait = time.Since(tLast)
 	return res, nil
 }
