@@ -36,7 +36,7 @@ bench: ## processor benchmarks on one core (rows/s, allocs)
 bench-seed: build ## the stdio pipeline beside the pandas and polars peers (test/bench/peers) on the same 20 requests, both ratios
 	BIN=$(BIN) ./scripts/bench-seed.sh
 
-bench-e2e: build ## end to end through a broker: req/s by threads and replicas, latency, ratios to the pandas and polars peers, worker, CPU split, memory
+bench-e2e: build ## end to end through a broker: req/s by threads and replicas, latency, ratios to the pandas and polars peers, exactly-once beside at-least-once, worker, CPU split, memory
 	ROLLUP_BIN=$(abspath $(BIN)) ./scripts/bench-e2e.sh $(BENCH_FLAGS)
 
 bench-check: build ## do the pandas and polars peers agree with rollup to 1e-9 on varied generated requests?

@@ -1,4 +1,4 @@
-// Package gen makes realistic scenario requests, as ../shared/tools/gen_requests.py does: hourly
+// Package gen makes realistic scenario requests, as the old team's gen_requests.py did: hourly
 // contact-centre rows for each contact type, language and call centre. The demo, the end-to-end tests
 // and the benchmarks use it so that they need no Python.
 package gen

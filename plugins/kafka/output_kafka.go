@@ -311,17 +311,20 @@ func (o *kafkaOutput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *ser
 	str := func(f string) string { v, _ := conf.FieldString(f); return v }
 	idem, _ := conf.FieldBool(outFieldIdempotentWrite)
 	buffered, _ := conf.FieldInt(outFieldMaxBufferedRecords)
-	for f, set := range map[string]bool{
-		outFieldPartitioner:        str(outFieldPartitioner) != "crc32",
-		outFieldPartition:          conf.Contains(outFieldPartition),
-		outFieldCompression:        str(outFieldCompression) != "none",
-		outFieldIdempotentWrite:    !idem,
-		outFieldAcks:               str(outFieldAcks) != "all",
-		outFieldMaxMessageBytes:    o.limits.configured != outDefaultMaxBytes,
-		outFieldMaxBufferedRecords: buffered != 10000,
+	for _, c := range []struct {
+		field string
+		set   bool
+	}{
+		{outFieldPartitioner, str(outFieldPartitioner) != "crc32"},
+		{outFieldPartition, conf.Contains(outFieldPartition)},
+		{outFieldCompression, str(outFieldCompression) != "none"},
+		{outFieldAcks, str(outFieldAcks) != "all"},
+		{outFieldIdempotentWrite, !idem},
+		{outFieldMaxMessageBytes, o.limits.configured != outDefaultMaxBytes},
+		{outFieldMaxBufferedRecords, buffered != 10000},
 	} {
-		if set {
-			return fmt.Errorf("field %q: cannot differ from its default with %s: the records are written by the input's transactional client, with this output's defaults", f, outFieldExactlyOnce)
+		if c.set {
+			return fmt.Errorf("field %q: cannot differ from its default with %s: the records are written by the input's transactional client, with this output's defaults", c.field, outFieldExactlyOnce)
 		}
 	}
 	o.hub = hubOf(mgr)

@@ -192,6 +192,7 @@ func (c *cluster) produce(ctx context.Context, topic string, partitions int, req
 type outcome struct {
 	src      checker.RecordID // the input it answers, from its source_* headers
 	appended time.Time        // the record's timestamp: set by the rollup output when it produced it
+	seen     time.Time        // when the collector (a read_committed reader) received it
 	dead     bool
 	err      string
 }
@@ -208,7 +209,10 @@ type collector struct {
 
 func newCollector(c *cluster, t topics, onNew func(n int)) (*collector, error) {
 	cl, err := kgo.NewClient(clientOpts(c.seeds, kgo.ConsumeTopics(t.out, t.dlq),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond))...)
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(50*time.Millisecond),
+		// As a consumer of the responses would read them in exactly-once mode; the same for
+		// at-least-once, whose records are not transactional.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
 	return &collector{cl: cl, dlq: t.dlq, seen: map[checker.RecordID]bool{}, onNew: onNew}, err
 }
 
@@ -219,8 +223,9 @@ func (k *collector) waitFor(ctx context.Context, want int) ([]outcome, error) {
 		if ctx.Err() != nil {
 			return k.result, fmt.Errorf("%d of %d outcomes: %w", len(k.seen), want, ctx.Err())
 		}
+		now := time.Now()
 		fs.EachRecord(func(r *kgo.Record) {
-			o := outcome{appended: r.Timestamp, dead: r.Topic == k.dlq}
+			o := outcome{appended: r.Timestamp, seen: now, dead: r.Topic == k.dlq}
 			header := func(key string) (string, bool) {
 				i := slices.IndexFunc(r.Headers, func(h kgo.RecordHeader) bool { return h.Key == key })
 				return string(r.Headers[max(i, 0)].Value), i >= 0

@@ -65,7 +65,7 @@ type bench struct {
 	wire                     string            // encoding of the requests on the topic
 	extraEnv                 map[string]string // -env: added to every rollup process
 
-	doPeer, doLatency, doWorker, doProfile, doMemory bool
+	doPeer, doLatency, doWorker, doProfile, doMemory, doEOS bool
 
 	cl      *cluster
 	reqs    []request
@@ -78,6 +78,7 @@ type bench struct {
 	lat     *tpResult
 	profRun *tpResult
 	worker  *workerResult
+	eosTP   []*tpResult // the exactly-once comparison: alternating runs of both modes, then latency
 	mem     []memRow
 	memBase int64 // bytes: the Kafka pipeline joined and idle (B)
 }
@@ -104,6 +105,7 @@ func main() {
 	flag.BoolVar(&b.doLatency, "latency", true, "measure latency at a steady arrival rate")
 	flag.BoolVar(&b.doWorker, "worker", true, "run the scenario-worker scenario")
 	flag.BoolVar(&b.doProfile, "profile", true, "take and analyse a CPU profile of a throughput run")
+	flag.BoolVar(&b.doEOS, "eos", true, "compare exactly-once mode (KAFKA_EXACTLY_ONCE=true) with at-least-once: alternating runs, then latency")
 	flag.BoolVar(&b.doMemory, "memory", true, "check peak RSS with one 500k-row request (stdio and Kafka)")
 	flag.StringVar(&b.wire, "wire", "gzip_base64", "encoding of the requests on the topic: gzip_base64 (the seed's), gzip, zstd, zstd_base64 or json (the peers need gzip_base64)")
 	flag.Func("env", "KEY=VALUE added to the environment of every rollup process (repeatable), e.g. -env GOMEMLIMIT=400MiB", func(s string) error {
@@ -250,6 +252,12 @@ func (b *bench) run(ctx context.Context) error {
 				b.tp = append(b.tp, res)
 				logf("  %.1f req/s steady, %.4f CPU s/req, peak RSS %d MiB, machine idle %.0f%%", res.steadyRate(), res.cpu, res.peakMB(), 100*res.idle)
 			}
+		}
+	}
+	if b.doEOS {
+		b.note()
+		if err := b.compareEOS(ctx); err != nil {
+			return fmt.Errorf("exactly-once comparison: %w", err)
 		}
 	}
 	if b.doPeer && b.wire != "gzip_base64" {

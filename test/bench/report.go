@@ -136,6 +136,7 @@ func (b *bench) report() string {
 		}
 		w.p("\n\n")
 	}
+	b.eosReport(&w)
 	if l := b.lat; l != nil {
 		w.p("### Latency at a steady rate (%d threads x 1 replica, warm)\n\n", l.threads)
 		w.p("Requests produced at %.1f/s (half the measured capacity); latency = response record timestamp − request record timestamp.\n\n", l.rate)

@@ -27,6 +27,8 @@ type tpResult struct {
 	steady    time.Duration // first to last outcome by their record timestamps (n-1 requests)
 	produce   time.Duration // how long producing the backlog took
 	lat       []time.Duration
+	visLat    []time.Duration // produce → received by a read_committed reader
+	eos       bool            // exactly-once mode (KAFKA_EXACTLY_ONCE=true)
 	cpu       float64 // rollup CPU s per request (backlog: first to last outcome; warm: produce to last outcome)
 	brokerCPU float64 // dev-broker CPU s per request over the same window
 	idle      float64 // idle share of all the machine's CPUs over the same window
@@ -88,7 +90,8 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 		return nil, err
 	}
 	defer b.cl.drop(t)
-	res := &tpResult{threads: threads, replicas: replicas, n: len(reqs), rows: reqs[0].rows, warm: warm, load: loadAvg(), rate: rate}
+	res := &tpResult{threads: threads, replicas: replicas, n: len(reqs), rows: reqs[0].rows, warm: warm, load: loadAvg(), rate: rate,
+		eos: b.extraEnv["KAFKA_EXACTLY_ONCE"] == "true"}
 	var (
 		procs    []*proc
 		addrs    []string
@@ -221,6 +224,7 @@ func (b *bench) throughput(ctx context.Context, threads, replicas int, reqs []re
 		ts = append(ts, o.appended)
 		if s, ok := sent[o.src]; ok {
 			res.lat = append(res.lat, o.appended.Sub(s))
+			res.visLat = append(res.visLat, o.seen.Sub(s))
 		}
 	}
 	res.steady, res.dups = slices.MaxFunc(ts, time.Time.Compare).Sub(slices.MinFunc(ts, time.Time.Compare)), col.dups
