@@ -29,11 +29,11 @@ type tpResult struct {
 	lat       []time.Duration
 	visLat    []time.Duration // produce → received by a read_committed reader
 	eos       bool            // exactly-once mode (KAFKA_EXACTLY_ONCE=true)
-	cpu       float64 // rollup CPU s per request (backlog: first to last outcome; warm: produce to last outcome)
-	brokerCPU float64 // dev-broker CPU s per request over the same window
-	idle      float64 // idle share of all the machine's CPUs over the same window
-	hwmKB     []int64 // peak RSS per process
-	idleKB    int64   // warm: RSS of the first process joined and idle, before the backlog
+	cpu       float64         // rollup CPU s per request (backlog: first to last outcome; warm: produce to last outcome)
+	brokerCPU float64         // dev-broker CPU s per request over the same window
+	idle      float64         // idle share of all the machine's CPUs over the same window
+	hwmKB     []int64         // peak RSS per process
+	idleKB    int64           // warm: RSS of the first process joined and idle, before the backlog
 	dups      int
 	load      string
 	rate      float64 // latency run: requests produced per second
