@@ -35,6 +35,10 @@ type Config struct {
 	// RequestTimeout bounds each admin request (sampling, lag), default 3s, so a paused or dead
 	// broker costs a missed sample, never a hang.
 	RequestTimeout time.Duration
+
+	// ReadCommitted reads the outcome topics as a consumer with isolation.level=read_committed
+	// (exactly-once mode): outcomes of aborted transactions are not seen.
+	ReadCommitted bool
 }
 
 // Checker reads a run's topics and samples its consumer group. Make one per scenario with New,
@@ -331,10 +335,13 @@ func (c *Checker) readTopic(ctx context.Context, topic string, opts ReadOptions,
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.cfg.Brokers...)}, append(slices.Clone(c.cfg.ClientOpts),
-		kgo.ConsumeTopics(topics...),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	)...)...)
+	copts := append(slices.Clone(c.cfg.ClientOpts), kgo.ConsumeTopics(topics...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if c.cfg.ReadCommitted {
+		// Transaction markers take offsets too: keep them, so that reaching the end offset
+		// tells when a partition is read, and skip them below.
+		copts = append(copts, kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.KeepControlRecords())
+	}
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.cfg.Brokers...)}, copts...)...)
 	if err != nil {
 		return fmt.Errorf("checker: consumer: %w", err)
 	}
@@ -365,6 +372,9 @@ func (c *Checker) readTopic(ctx context.Context, topic string, opts ReadOptions,
 		fs.EachRecord(func(r *kgo.Record) {
 			k := tp{r.Topic, r.Partition}
 			next[k] = max(next[k], r.Offset+1)
+			if r.Attrs.IsControl() {
+				return
+			}
 			n++
 			lastRecord = time.Now()
 			fn(r)

@@ -54,8 +54,9 @@ type txnSession struct {
 	out      int            // handed out in this transaction, not yet settled
 	rejected error          // the first rejection in this transaction
 	parts    map[topicPartition]*partitionState
-	ready    chan struct{} // cap 1: the queue has records
-	settled  chan struct{} // cap 1: out dropped to 0
+	reported map[topicPartition]bool // partitions whose gauges hold a value (loop goroutine only)
+	ready    chan struct{}           // cap 1: the queue has records
+	settled  chan struct{}           // cap 1: out dropped to 0
 }
 
 type txnDelivery struct {
@@ -76,6 +77,7 @@ func startTxnSession(ctx context.Context, in *kafkaInput) (*txnSession, error) {
 		loopDone: make(chan struct{}),
 		dead:     make(chan struct{}),
 		parts:    map[topicPartition]*partitionState{},
+		reported: map[topicPartition]bool{},
 		ready:    make(chan struct{}, 1),
 		settled:  make(chan struct{}, 1),
 	}
@@ -132,6 +134,7 @@ func (s *txnSession) loop(ctx context.Context) {
 		committed, err := s.ts.End(ectx, kgo.TransactionEndTry(commit))
 		cancel()
 		rejected := s.endGeneration()
+		s.publishGauges()
 		switch {
 		case err != nil && (isFencedErr(err) || isFatalClientErr(err)):
 			s.fail(fmt.Errorf("end transaction: %w (another instance with transactional id %q?)", err, s.in.transactionalID))
@@ -369,6 +372,26 @@ func (s *txnSession) shutdown(final bool) {
 		s.log.Warnf("kafka input: shutdown: the client did not close within shutdown_timeout")
 	}
 	s.joined.Store(false)
+}
+
+// publishGauges sets kafka_consumer_lag per assigned partition after a transaction ended (and
+// kafka_in_flight to 0: nothing is in flight between transactions), and zeroes partitions no
+// longer assigned, as the at-least-once session does.
+func (s *txnSession) publishGauges() {
+	_, _, parts := s.snapshot()
+	now := map[topicPartition]bool{}
+	for _, p := range parts {
+		part := strconv.Itoa(int(p.tp.partition))
+		s.in.metrics.lag.Set(max(p.lag, 0), p.tp.topic, part)
+		s.in.metrics.inFlight.Set(0, p.tp.topic, part)
+		now[p.tp] = true
+	}
+	for tp := range s.reported {
+		if !now[tp] {
+			s.in.metrics.lag.Set(0, tp.topic, strconv.Itoa(int(tp.partition)))
+		}
+	}
+	s.reported = now
 }
 
 // snapshot reports, per assigned partition, its committed offset and whether work is pending, for

@@ -3,6 +3,9 @@ package e2e
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,11 +83,18 @@ func TestExactlyOnceRequestResponse(t *testing.T) {
 	f := newFixture(t, 2, 2)
 	recs, bad := mixedInputs(60, 6, 2)
 	f.b.Produce(t, f.in, recs...)
-	p := startProcess(t, pipelineFile(t, "weekly-rollup.yaml"), eosEnv(f, f.b.Group("eos-rr")), 1)
+	addr := freeAddr(t)
+	p := startProcess(t, pipelineFile(t, "weekly-rollup.yaml"), eosEnv(f, f.b.Group("eos-rr"), "HTTP_ADDRESS", addr), 1)
 	waitAllCommitted(t, f.b, f.group, f.in, func() {
 		if p.exited() {
 			t.Fatal("rollup exited on its own")
 		}
+	})
+	// The metrics tell a healthy exactly-once instance: transactions commit, and the lag gauges
+	// (published after each transaction) come down to 0.
+	waitFor(t, "committed transactions and lag 0 in /metrics", func() bool {
+		return metricSum(t, addr, "kafka_transactions_committed_total") >= 1 && metricSum(t, addr, "kafka_consumer_lag") == 0 &&
+			metricSum(t, addr, "kafka_commits_total") >= 1
 	})
 	p.terminate(t)
 
@@ -209,4 +219,32 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 	if tl.lost != 0 || tl.duplicated != 0 || tl.unexpected != 0 {
 		t.Errorf("lost=%d duplicated=%d unexpected=%d, want every input's outcome exactly once", tl.lost, tl.duplicated, tl.unexpected)
 	}
+}
+
+// metricSum is the sum of every series of one metric on the process's /metrics (-1 if unreachable).
+func metricSum(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return -1
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
 }

@@ -214,6 +214,9 @@ func newScenario(t *testing.T, name string, o scenarioOpts) *scenario {
 	if o.brokers == nil {
 		o.brokers = strings.Split(brk.Addr(), ",")
 	}
+	if exactlyOnce {
+		name += " [exactly-once]"
+	}
 	s := &scenario{t: t, name: name, brokers: o.brokers, partitions: o.partitions}
 	t.Cleanup(s.record)
 	s.clientOpts = append(devbroker.ClientOpts(maxMessageBytes), o.clientOpts...)
@@ -246,6 +249,7 @@ func newScenario(t *testing.T, name string, o scenarioOpts) *scenario {
 
 	s.chk, err = checker.New(checker.Config{
 		Brokers: s.brokers, ClientOpts: s.clientOpts, InputTopic: s.in, OutputTopic: s.out, DLQTopic: s.dlq, Group: s.group,
+		ReadCommitted: exactlyOnce,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -300,15 +304,27 @@ func (s *scenario) env(extra ...string) map[string]string {
 		"OUTPUT_KAFKA_TOPIC":      s.out,
 		"DLQ_KAFKA_TOPIC":         s.dlq,
 	}
+	if exactlyOnce {
+		env["KAFKA_EXACTLY_ONCE"] = "true"
+		// A killed instance's open transaction blocks its partitions' next owner until it times
+		// out (a restart with the same id would abort it at once, but every process of a scenario
+		// gets an id of its own): 10 s, like the session timeout, keeps the kill scenarios short.
+		env["KAFKA_TRANSACTION_TIMEOUT"] = "10s"
+	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
 	}
 	return env
 }
 
-// start starts one weekly-rollup instance.
+// start starts one weekly-rollup instance (in exactly-once mode with a transactional id of its own:
+// two live instances with one id would fence each other).
 func (s *scenario) start(name string, extra ...string) *rollupProc {
-	return s.procs.add(startRollup(s.t, name, "weekly-rollup.yaml", s.env(extra...)))
+	env := s.env(extra...)
+	if exactlyOnce {
+		env["KAFKA_TRANSACTIONAL_ID"] = s.group + "-" + name
+	}
+	return s.procs.add(startRollup(s.t, name, "weekly-rollup.yaml", env))
 }
 
 // produce writes reqs synchronously, retrying through broker outages until ctx ends.
@@ -446,6 +462,9 @@ func (s *scenario) finish(o finishOpts) checker.Report {
 	if r.Inputs < int(s.produced.Load()) {
 		s.t.Errorf("%s: %d inputs read back, %d produced", s.name, r.Inputs, s.produced.Load())
 		ok = false
+	}
+	if exactlyOnce {
+		o.maxDuplicated = 0 // what a read_committed reader sees: every outcome exactly once
 	}
 	if o.maxDuplicated >= 0 && r.Duplicated > o.maxDuplicated {
 		s.t.Errorf("%s: %d duplicates, bound %d", s.name, r.Duplicated, o.maxDuplicated)
