@@ -124,7 +124,7 @@ func (s *txnSession) loop(ctx context.Context) {
 			s.fail(fmt.Errorf("begin transaction: %w", err))
 			return
 		}
-		s.poll(ctx)
+		polled := s.poll(ctx)
 		commit := s.waitSettled(ctx)
 
 		ectx, cancel := context.WithTimeout(context.Background(), txnEndTimeout)
@@ -143,11 +143,13 @@ func (s *txnSession) loop(ctx context.Context) {
 			s.in.metrics.txnAborts.Incr(1)
 			s.log.Warnf("kafka input: transaction not committed: %v (its records are read again)", err)
 		case committed:
-			s.in.metrics.txnCommits.Incr(1)
-			s.in.metrics.commits.Incr(1)
+			if polled > 0 { // an idle transaction commits nothing: not worth counting
+				s.in.metrics.txnCommits.Incr(1)
+				s.in.metrics.commits.Incr(1)
+			}
 			aborts = 0
 			continue
-		default:
+		case polled > 0:
 			s.in.metrics.txnAborts.Incr(1)
 		}
 		// Aborted: the consumer is back at the committed offsets. Pause before the next attempt
@@ -166,22 +168,22 @@ func (s *txnSession) loop(ctx context.Context) {
 }
 
 // poll fills the transaction for up to transaction_interval, or until it holds checkpoint_limit
-// records per assigned partition.
-func (s *txnSession) poll(ctx context.Context) {
+// records per assigned partition, and returns how many records it queued.
+func (s *txnSession) poll(ctx context.Context) (n int) {
 	deadline := time.Now().Add(s.in.txnInterval)
 	s.mu.Lock()
 	limit := s.in.limit * max(1, len(s.parts))
 	s.mu.Unlock()
-	for n := 0; n < limit; {
+	for n < limit {
 		wait := time.Until(deadline)
 		if wait <= 0 || ctx.Err() != nil {
-			return
+			return n
 		}
 		pctx, cancel := context.WithTimeout(ctx, wait)
 		fetches := s.ts.PollRecords(pctx, limit-n)
 		cancel()
 		if fetches.IsClientClosed() {
-			return
+			return n
 		}
 		var fatal error
 		fetches.EachError(func(topic string, partition int32, err error) {
@@ -196,7 +198,7 @@ func (s *txnSession) poll(ctx context.Context) {
 		})
 		if fatal != nil {
 			s.fail(fatal)
-			return
+			return n
 		}
 		s.mu.Lock()
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -213,6 +215,7 @@ func (s *txnSession) poll(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
+	return n
 }
 
 // waitSettled waits until every record of the transaction is handed out and settled, and reports
