@@ -141,7 +141,10 @@ func (s *txnSession) loop(ctx context.Context) {
 			return
 		case err != nil:
 			s.in.metrics.txnAborts.Incr(1)
-			s.log.Warnf("kafka input: transaction not committed: %v (its records are read again)", err)
+			if err := s.abortOpen(ctx); err != nil {
+				s.fail(err)
+				return
+			}
 		case committed:
 			if polled > 0 { // an idle transaction commits nothing: not worth counting
 				s.in.metrics.txnCommits.Incr(1)
@@ -152,17 +155,40 @@ func (s *txnSession) loop(ctx context.Context) {
 		case polled > 0:
 			s.in.metrics.txnAborts.Incr(1)
 		}
-		// Aborted: the consumer is back at the committed offsets. Pause before the next attempt
-		// when a record was rejected, so a failing output is retried with a back-off (never
-		// skipped), as in at-least-once mode.
+		// Aborted: the consumer is back at the committed offsets. When a record was rejected (a
+		// failing output) or the commit failed (brokers unreachable), pause before the next
+		// attempt, doubling up to 30 s, so that a lasting failure is retried with a back-off
+		// (never skipped), as in at-least-once mode, not in a loop.
 		aborts++
-		if rejected != nil && ctx.Err() == nil {
+		if why := errors.Join(rejected, err); why != nil && ctx.Err() == nil {
 			wait := nackBackoff(aborts)
-			s.log.Warnf("kafka input: transaction aborted because a record was rejected (attempt %d), reading again in %v: %v", aborts, wait, rejected)
+			s.log.Warnf("kafka input: transaction aborted (attempt %d), its records are read again in %v: %v", aborts, wait, why)
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
 			}
+		}
+	}
+}
+
+// abortOpen ends, with an abort, a transaction that End left open because a request failed (the
+// broker went away mid-commit): a new one cannot begin before. It retries every second until the
+// brokers answer, so a broker restart costs a transaction, not the session.
+func (s *txnSession) abortOpen(ctx context.Context) error {
+	for {
+		ectx, cancel := context.WithTimeout(ctx, txnEndTimeout)
+		_, err := s.ts.End(ectx, kgo.TryAbort)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case isFencedErr(err) || isFatalClientErr(err) || ctx.Err() != nil:
+			return fmt.Errorf("abort transaction: %w (another instance with transactional id %q?)", err, s.in.transactionalID)
+		}
+		s.log.Warnf("kafka input: aborting the open transaction: %v (retrying in 1s)", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
 		}
 	}
 }

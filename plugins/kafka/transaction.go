@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -72,22 +73,33 @@ func (h *txnHub) current() *kgo.Client {
 	return h.sess.Client()
 }
 
-// wait returns the current session's client once there is one.
+// wait returns the current session's client once there is one. With no exactly-once input in the
+// stream (an output with exactly_once beside an input without it) it says so after a while instead
+// of waiting in silence; Benthos logs the error and calls Connect again.
 func (h *txnHub) wait(ctx context.Context) (*kgo.Client, error) {
+	orphan := time.NewTimer(hubOrphanWait)
+	defer orphan.Stop()
 	for {
 		h.mu.Lock()
-		sess, changed := h.sess, h.changed
+		sess, changed, owner := h.sess, h.changed, h.owner
 		h.mu.Unlock()
 		if sess != nil {
 			return sess.Client(), nil
 		}
 		select {
 		case <-changed:
+		case <-orphan.C:
+			if owner == nil {
+				return nil, errors.New("exactly_once is set, but no kafka input of this stream has exactly_once: true")
+			}
 		case <-ctx.Done():
 			return nil, fmt.Errorf("waiting for the exactly-once kafka input's transactional session: %w", ctx.Err())
 		}
 	}
 }
+
+// hubOrphanWait is how long an exactly-once output waits for an exactly-once input to appear.
+var hubOrphanWait = 10 * time.Second
 
 // txnProducerOpts are the producer options of the shared transactional client. They are the
 // kafka output's defaults (which is why an exactly_once output refuses other producer settings):

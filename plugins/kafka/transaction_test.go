@@ -71,6 +71,12 @@ func TestTxnHubWait(t *testing.T) {
 	if _, err := h.wait(ctx); err == nil {
 		t.Fatal("wait returned a client with no session published")
 	}
+	// An output with exactly_once and no such input: an error that says so, not a silent wait.
+	defer func(d time.Duration) { hubOrphanWait = d }(hubOrphanWait)
+	hubOrphanWait = 10 * time.Millisecond
+	if _, err := h.wait(context.Background()); err == nil || !strings.Contains(err.Error(), "no kafka input of this stream has exactly_once") {
+		t.Fatalf("wait with no exactly-once input: %v", err)
+	}
 	if h.current() != nil {
 		t.Fatal("current client with no session published")
 	}

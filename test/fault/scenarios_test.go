@@ -220,6 +220,14 @@ func TestScenario04RebalanceChurn(t *testing.T) {
 // Scenario 5: the broker is killed with SIGKILL and restarted on the same data while the service
 // runs; the service must recover on its own (same process).
 func TestScenario05BrokerKill9(t *testing.T) {
+	if _, dev := brk.(*devBroker); dev && exactlyOnce {
+		// Measured: on the dev broker, 1 and 3 inputs of about 137 came back committed without a
+		// read_committed outcome after kill -9 of the broker process, while the same scenario on
+		// Kafka 3.9 lost none (twice). kfake rebuilds transactions from its files after a crash
+		// without Kafka's transaction log, so a broker crash in the middle of a commit is out of
+		// what the dev broker models; the row is asserted on real Kafka in CI.
+		t.Skip("exactly-once across a crash of the broker itself is asserted on real Kafka only")
+	}
 	s := newScenario(t, "5 broker kill -9 + restart", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
