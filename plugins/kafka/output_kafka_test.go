@@ -302,6 +302,8 @@ fallback:
 	big := strings.Repeat("x", 10000)
 	require.NoError(t, produce(ctx, service.MessageBatch{outMsg("s0"), outMsg(big, "x_trace", "t"), outMsg("s2")}))
 	require.NoError(t, produce(ctx, service.MessageBatch{outMsg("s3")}), "the stream goes on")
+	// A batch of one (the pipelines write one request per batch): the reason is that message's own.
+	require.NoError(t, produce(ctx, service.MessageBatch{outMsg(big + "!")}))
 	require.NoError(t, stream.Stop(ctx))
 	require.NoError(t, <-done)
 
@@ -310,16 +312,21 @@ fallback:
 		got = append(got, string(r.Value))
 	}
 	assert.Equal(t, []string{"s0", "s2", "s3"}, got)
-	dead := b.read(t, dlq, 1)[0]
+	deads := b.read(t, dlq, 2)
+	dead := deads[0]
 	assert.Equal(t, big, string(dead.Value))
+	alone := outHeaderMap(deads[1])
+	assert.Contains(t, alone["error"], fmt.Sprintf("too large for topic %q", main), "the reason names the topic")
+	assert.Contains(t, alone["error"], "MESSAGE_TOO_LARGE", "and the broker's error code")
+	assert.NotContains(t, alone["error"], "messages not delivered", "not the batch's summary")
 	h := outHeaderMap(dead)
 	assert.Equal(t, "deliver", h["error_stage"])
 	assert.Equal(t, "t", h["x_trace"])
 	assert.Contains(t, h["error"], "bytes is too large for topic")
 	assert.NotContains(t, h, "fallback_error", "excluded by default")
-	assert.Equal(t, int64(1), counts.get("kafka_produce_errors_total", main))
+	assert.Equal(t, int64(2), counts.get("kafka_produce_errors_total", main))
 	assert.Equal(t, int64(3), counts.get("kafka_produced_total", main))
-	assert.Equal(t, int64(1), counts.get("kafka_produced_total", dlq))
+	assert.Equal(t, int64(2), counts.get("kafka_produced_total", dlq))
 }
 
 // TestOutputKafkaProduceFaults: retriable produce errors (some after the broker stored the batch)
