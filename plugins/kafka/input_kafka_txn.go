@@ -121,7 +121,7 @@ func (s *txnSession) loop(ctx context.Context) {
 	aborts := 0
 	for ctx.Err() == nil {
 		if err := s.ts.Begin(); err != nil {
-			s.fail(fmt.Errorf("begin transaction: %w", err))
+			s.fail(s.explainFatal("begin transaction", err))
 			return
 		}
 		polled := s.poll(ctx)
@@ -136,8 +136,8 @@ func (s *txnSession) loop(ctx context.Context) {
 		rejected := s.endGeneration()
 		s.publishGauges()
 		switch {
-		case err != nil && (isFencedErr(err) || isFatalClientErr(err)):
-			s.fail(fmt.Errorf("end transaction: %w (another instance with transactional id %q?)", err, s.in.transactionalID))
+		case isFencedErr(err) || isFatalClientErr(err) || isFencedErr(rejected):
+			s.fail(s.explainFatal("end transaction", errors.Join(err, rejected)))
 			return
 		case err != nil:
 			s.in.metrics.txnAborts.Incr(1)
@@ -171,6 +171,14 @@ func (s *txnSession) loop(ctx context.Context) {
 	}
 }
 
+// explainFatal says what a fatal transaction error means for the operator.
+func (s *txnSession) explainFatal(what string, err error) error {
+	if isFencedErr(err) {
+		return fmt.Errorf("%s: %w (fenced: another instance with transactional id %q runs, or ran, since this one started; each live instance needs its own id)", what, err, s.in.transactionalID)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 // abortOpen ends, with an abort, a transaction that End left open because a request failed (the
 // broker went away mid-commit): a new one cannot begin before. It retries every second until the
 // brokers answer, so a broker restart costs a transaction, not the session.
@@ -183,7 +191,7 @@ func (s *txnSession) abortOpen(ctx context.Context) error {
 		case err == nil:
 			return nil
 		case isFencedErr(err) || isFatalClientErr(err) || ctx.Err() != nil:
-			return fmt.Errorf("abort transaction: %w (another instance with transactional id %q?)", err, s.in.transactionalID)
+			return s.explainFatal("abort transaction", err)
 		}
 		s.log.Warnf("kafka input: aborting the open transaction: %v (retrying in 1s)", err)
 		select {

@@ -197,7 +197,7 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 		if zombie.exited() {
 			t.Fatal("the fenced instance exited")
 		}
-		return strings.Contains(processLog(t, zombie), "another instance with transactional id")
+		return strings.Contains(processLog(t, zombie), "fenced: another instance with transactional id")
 	})
 	if ready(zombieAddr) {
 		t.Error("/ready of the fenced instance answers 200")

@@ -19,34 +19,12 @@ import (
 // confluent-kafka (.ci/run installs it).
 func startOldService(t *testing.T, s *scenario, name string) *rollupProc {
 	t.Helper()
-	p := &rollupProc{name: name, exited: make(chan struct{})}
-	p.logPath = filepath.Join(runDir, "logs", sanitize(t.Name()), name+".log")
-	if err := os.MkdirAll(filepath.Dir(p.logPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command("python3", filepath.Join(repoRoot, "test", "fault", "old_service.py"))
 	cmd.Env = os.Environ()
 	for k, v := range s.env() {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p.cmd = cmd
-	go func() {
-		p.exitErr = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	t.Cleanup(p.kill)
-	return s.procs.add(p)
+	return s.procs.add(launch(t, name, cmd))
 }
 
 // groupProtocol is the assignor the group's members agreed on, and how many members it has.

@@ -99,16 +99,6 @@ func startRollup(t testing.TB, name, pipeline string, env map[string]string, set
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &rollupProc{name: name, httpAddr: addr, exited: make(chan struct{})}
-	p.logPath = filepath.Join(runDir, "logs", sanitize(t.Name()), name+".log")
-	if err := os.MkdirAll(filepath.Dir(p.logPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	var cmdEnv []string
 	for _, kv := range os.Environ() {
 		keep := true
@@ -134,8 +124,27 @@ func startRollup(t testing.TB, name, pipeline string, env map[string]string, set
 	}
 	args = append(args, filepath.Join(repoRoot, "pipelines", pipeline))
 	cmd := exec.Command(rollup, args...)
-	cmd.Dir = repoRoot
 	cmd.Env = cmdEnv
+	p := launch(t, name, cmd)
+	p.httpAddr = addr
+	go p.sampleRSS()
+	return p
+}
+
+// launch starts cmd in the repository with its output in the scenario's log directory, as a
+// process the suite tracks (exit, log, SIGTERM), killed when the test ends if still alive.
+func launch(t testing.TB, name string, cmd *exec.Cmd) *rollupProc {
+	t.Helper()
+	p := &rollupProc{name: name, exited: make(chan struct{})}
+	p.logPath = filepath.Join(runDir, "logs", sanitize(t.Name()), name+".log")
+	if err := os.MkdirAll(filepath.Dir(p.logPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Dir = repoRoot
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
@@ -148,8 +157,7 @@ func startRollup(t testing.TB, name, pipeline string, env map[string]string, set
 		logf.Close()
 		close(p.exited)
 	}()
-	go p.sampleRSS()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(p.kill)
 	return p
 }
 
