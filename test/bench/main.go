@@ -94,7 +94,9 @@ func main() {
 	b := &bench{cores: runtime.NumCPU(), started: time.Now(), extraEnv: map[string]string{}}
 	var threads, replicas, orders, out string
 	var seed, check, keep bool
+	var soak time.Duration
 	flag.BoolVar(&seed, "seed", false, "only the stdio pipeline beside the peers on -n requests (make bench-seed)")
+	flag.DurationVar(&soak, "soak", 0, "only the soak: the Kafka pipeline for this long at 70 % of the capacity measured first, RSS, heap and goroutines every 10 s (make soak)")
 	flag.BoolVar(&check, "check", false, "only check that the peers and the stdio pipeline agree on varied requests (make bench-check)")
 	flag.StringVar(&b.bin, "bin", os.Getenv("ROLLUP_BIN"), "rollup binary to run (env ROLLUP_BIN; default: built from this checkout)")
 	flag.IntVar(&b.n, "n", 40, "seed-sized requests per run")
@@ -127,6 +129,8 @@ func main() {
 	}
 	var report string
 	switch {
+	case soak > 0:
+		report, err = b.soak(ctx, soak, 0.7)
 	case check:
 		err = b.check(ctx)
 	case seed:

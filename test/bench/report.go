@@ -80,11 +80,7 @@ func (b *bench) seedReport(ours, peers []*pathResult) string {
 
 func (b *bench) report() string {
 	var w md
-	broker := "embedded (`rollup dev-broker` process, kfake; it shares the cores with rollup)"
-	if b.cl != nil && b.cl.broker == nil {
-		broker = "external, KAFKA_BOOTSTRAP_SERVERS=" + strings.Join(b.cl.seeds, ",")
-	}
-	w.machine(b, "- broker: "+broker+fmt.Sprintf("; input topics have %d partitions\n", partitions))
+	w.machine(b, "- broker: "+b.brokerDesc()+fmt.Sprintf("; input topics have %d partitions\n", partitions))
 	for _, warm := range b.orders {
 		if warm {
 			w.p("### Throughput, warm group: consumers started and their group stable, then a backlog of %d requests produced at once\n\n", b.n)
@@ -215,4 +211,12 @@ func (b *bench) report() string {
 		w.p("\n")
 	}
 	return w.String()
+}
+
+// brokerDesc says which broker the bench ran against.
+func (b *bench) brokerDesc() string {
+	if b.cl != nil && b.cl.broker == nil {
+		return "external, KAFKA_BOOTSTRAP_SERVERS=" + strings.Join(b.cl.seeds, ",")
+	}
+	return "embedded (`rollup dev-broker` process, kfake; it shares the cores with rollup)"
 }
