@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -136,8 +137,10 @@ func (s *txnSession) loop(ctx context.Context) {
 		rejected := s.endGeneration()
 		s.publishGauges()
 		switch {
-		case isFencedErr(err) || isFatalClientErr(err) || isFencedErr(rejected):
-			s.fail(s.explainFatal("end transaction", errors.Join(err, rejected)))
+		case isFencedErr(err) || isFatalClientErr(err):
+			// A rejection for a stale epoch (produce answered INVALID_PRODUCER_EPOCH) is not
+			// enough to tell a fence from a broker-side timeout: the next Begin says which.
+			s.fail(s.explainFatal("end transaction", err))
 			return
 		case err != nil:
 			s.in.metrics.txnAborts.Incr(1)
@@ -372,11 +375,20 @@ func (s *txnSession) onLost(ctx context.Context, cl *kgo.Client, lost map[string
 	s.joined.Store(false)
 }
 
+// fail ends the session; Benthos then reconnects through Connect. After an error that says another
+// instance holds the transactional id (or the id is forbidden) the reconnection waits out the long
+// back-off, so that two instances with one id do not fence each other in a loop. An epoch that
+// only went stale (the broker aborted our transaction after transaction_timeout, during an outage)
+// reconnects at once: the new session takes a fresh epoch.
 func (s *txnSession) fail(err error) {
 	s.failOnce.Do(func() {
-		d := s.in.backoff.failed()
 		s.joined.Store(false)
-		s.log.Errorf("kafka input: non-retryable client error, reconnecting in %v: %v", d, err)
+		if errors.Is(err, kerr.InvalidProducerEpoch) && !errors.Is(err, kerr.ProducerFenced) {
+			s.log.Errorf("kafka input: transactional producer epoch is stale, starting a new session: %v", err)
+		} else {
+			d := s.in.backoff.failed()
+			s.log.Errorf("kafka input: non-retryable client error, reconnecting in %v: %v", d, err)
+		}
 		close(s.dead)
 	})
 }
