@@ -236,6 +236,7 @@ type kafkaInput struct {
 	transactionalID    string
 	txnInterval        time.Duration
 	transactionTimeout time.Duration
+	lastFence          time.Time // when a session was last fenced (txnSession.fail), under mu
 	fetchMaxBytes      int32
 	fetchMaxPartB      int32
 
@@ -371,6 +372,15 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		return nil, err
 	}
 	return i, nil
+}
+
+// noteFence records a fence and reports whether it is the first within refenceWindow.
+func (i *kafkaInput) noteFence() (first bool) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	first = i.lastFence.IsZero() || time.Since(i.lastFence) > refenceWindow
+	i.lastFence = time.Now()
+	return first
 }
 
 // exactlyOnceFromConfig reads the exactly-once fields and joins the stream's txnHub.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -177,7 +176,7 @@ func (s *txnSession) loop(ctx context.Context) {
 // explainFatal says what a fatal transaction error means for the operator.
 func (s *txnSession) explainFatal(what string, err error) error {
 	if isFencedErr(err) {
-		return fmt.Errorf("%s: %w (fenced: another instance with transactional id %q runs, or ran, since this one started; each live instance needs its own id)", what, err, s.in.transactionalID)
+		return fmt.Errorf("%s: %w (fenced: the broker aborted the transaction after transaction_timeout, or another instance with transactional id %q started; each live instance needs its own id)", what, err, s.in.transactionalID)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
@@ -375,23 +374,32 @@ func (s *txnSession) onLost(ctx context.Context, cl *kgo.Client, lost map[string
 	s.joined.Store(false)
 }
 
-// fail ends the session; Benthos then reconnects through Connect. After an error that says another
-// instance holds the transactional id (or the id is forbidden) the reconnection waits out the long
-// back-off, so that two instances with one id do not fence each other in a loop. An epoch that
-// only went stale (the broker aborted our transaction after transaction_timeout, during an outage)
-// reconnects at once: the new session takes a fresh epoch.
+// fail ends the session; Benthos then reconnects through Connect. A fence (PRODUCER_FENCED, or a
+// stale epoch) has two causes that the broker does not tell apart: the broker aborted our
+// transaction after transaction_timeout (during an outage or a long pause: common, and harmless),
+// or another live instance uses the same transactional id (a misconfiguration: the two would fence
+// each other in turn). So the first fence reconnects at once, and a second one within refenceWindow
+// waits out the long back-off (auth_error_backoff, doubling), as every other fatal error does.
 func (s *txnSession) fail(err error) {
 	s.failOnce.Do(func() {
 		s.joined.Store(false)
-		if errors.Is(err, kerr.InvalidProducerEpoch) && !errors.Is(err, kerr.ProducerFenced) {
-			s.log.Errorf("kafka input: transactional producer epoch is stale, starting a new session: %v", err)
-		} else {
+		fenced := isFencedErr(err)
+		switch {
+		case fenced && s.in.noteFence():
+			s.log.Errorf("kafka input: %v; starting a new session now (a second fence within %v waits out the back-off)", err, refenceWindow)
+		case fenced:
+			d := s.in.backoff.failed()
+			s.log.Errorf("kafka input: fenced again within %v: another instance uses transactional id %q; reconnecting in %v: %v", refenceWindow, s.in.transactionalID, d, err)
+		default:
 			d := s.in.backoff.failed()
 			s.log.Errorf("kafka input: non-retryable client error, reconnecting in %v: %v", d, err)
 		}
 		close(s.dead)
 	})
 }
+
+// refenceWindow: a fence this soon after the previous one means another instance holds the id.
+const refenceWindow = time.Minute
 
 // shutdown ends the session: the open transaction ends (committing only if every record of it
 // was settled; see waitSettled), then the member leaves the group, all within shutdown_timeout.
