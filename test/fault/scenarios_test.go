@@ -12,7 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/fault/checker"
 )
 
 // checkpointLimit is the weekly-rollup pipeline's KAFKA_CHECKPOINT_LIMIT default (read from the

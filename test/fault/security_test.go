@@ -24,7 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/fault/checker"
 )
 
 // failClosedWindow is how long a misconfigured service is watched. The Kafka components back off

@@ -21,9 +21,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/rollup-dev/rollup/internal/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
 	"github.com/rollup-dev/rollup/internal/gen"
+	"github.com/rollup-dev/rollup/test/fault/checker"
 )
 
 // request is one record value with its key and expectation.
