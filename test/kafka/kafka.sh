@@ -21,7 +21,7 @@
 #                         SASL/TLS variables, KAFKA_VERSION, KAFKA_BROKERS)
 #   kafka.sh fetch        only materialise the jar cache of KAFKA_VERSION
 #   kafka.sh logs [ID]    last lines of the node logs (KAFKA_LOG_LINES, default 80)
-#   kafka.sh clean        stop, then remove the work dir (data, certificates, logs)
+#   kafka.sh clean        stop (SIGKILL after 5 s), then remove the work dir (data, certificates, logs)
 #
 # Settings (environment). Commands other than a fresh `start` read the version, node count and
 # security of the running cluster back from its work dir, so only KAFKA_PORT/KAFKA_WORKDIR must match.
@@ -814,6 +814,9 @@ cmd_logs() { # [id]
 }
 
 cmd_clean() {
+	# The data goes anyway: no need to wait out a node whose controlled shutdown cannot finish because
+	# the others (the KRaft quorum) are already gone, as the last of a whole cluster stopped at once can.
+	STOP_TIMEOUT=${KAFKA_CLEAN_STOP_TIMEOUT:-5}
 	cmd_stop
 	rm -rf "$WORKDIR"
 	log "removed $WORKDIR"
