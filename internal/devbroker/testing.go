@@ -167,8 +167,8 @@ func (b *TestBroker) TopicName(base string) string { return uniqueName(base) }
 // CreateTopic creates the topic name. partitions < 1 means DefaultPartitions.
 // configs are topic configs; unless they set max.message.bytes it is
 // DefaultMaxMessageBytes, so large records work on a real broker too. It waits
-// until every partition has a leader. On a real broker the topic is deleted
-// when the test ends.
+// until every partition's leader serves it (WaitTopicServed). On a real broker
+// the topic is deleted when the test ends.
 func (b *TestBroker) CreateTopic(t testing.TB, name string, partitions int, configs map[string]*string) {
 	t.Helper()
 	if partitions < 1 {
@@ -184,10 +184,13 @@ func (b *TestBroker) CreateTopic(t testing.TB, name string, partitions int, conf
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testBrokerTimeout)
 	defer cancel()
-	// Replication factor -1: the broker's default, which is valid on a
-	// single node (kfake caps it at the node count, Kafka's KRaft dev
-	// setups set it to 1).
-	resp, err := b.Admin.CreateTopic(ctx, int32(partitions), -1, cfgs, name)
+	// Replicated as TestReplication says: RF 3 and min ISR 2 on the 3-node
+	// cluster of test/kafka/kafka.sh, RF 1 on kfake.
+	rf, cfgs, err := WithTestReplication(ctx, b.Admin, cfgs)
+	if err != nil {
+		t.Fatalf("devbroker: create topic %q on %s: %v", name, b.Addr, err)
+	}
+	resp, err := b.Admin.CreateTopic(ctx, int32(partitions), rf, cfgs, name)
 	if err == nil {
 		err = resp.Err
 	}
@@ -204,21 +207,43 @@ func (b *TestBroker) CreateTopic(t testing.TB, name string, partitions int, conf
 		})
 	}
 
-	// A real broker answers CreateTopics before every partition has a
-	// leader in its metadata; a producer that looks too early can give up
-	// on an unknown topic. kfake is ready at once and passes on the first
-	// look.
+	if err := WaitTopicServed(ctx, b.Admin, name, partitions); err != nil {
+		t.Fatalf("devbroker: topic %q created on %s but not served after %v: %v", name, b.Addr, testBrokerTimeout, err)
+	}
+}
+
+// WaitTopicServed waits until every one of topic's partitions has a leader
+// in the metadata and that leader answers for it (ListOffsets succeeds), or
+// ctx ends. A real broker answers CreateTopics before every partition has a
+// leader in its metadata, and on a cluster the metadata one broker gives can
+// name a leader that has not yet taken the partition on (it answers
+// UNKNOWN_TOPIC_OR_PARTITION or NOT_LEADER_OR_FOLLOWER for a moment): a
+// producer or a test that looks too early fails. kfake is ready at once and
+// passes on the first look.
+func WaitTopicServed(ctx context.Context, adm *kadm.Client, topic string, partitions int) error {
+	var last error
 	for {
-		details, err := b.Admin.ListTopics(ctx, name)
-		if err == nil {
-			if td, ok := details[name]; ok && td.Err == nil && len(td.Partitions) == partitions && allLed(td) {
-				return
+		details, err := adm.ListTopics(ctx, topic)
+		switch {
+		case err != nil:
+			last = err
+		case details[topic].Err != nil:
+			last = details[topic].Err
+		case len(details[topic].Partitions) != partitions || !allLed(details[topic]):
+			last = fmt.Errorf("%d of %d partitions listed, not all with a leader", len(details[topic].Partitions), partitions)
+		default:
+			ends, err := adm.ListEndOffsets(ctx, topic)
+			if err == nil {
+				err = ends.Error()
 			}
+			if err == nil {
+				return nil
+			}
+			last = err
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("devbroker: topic %q created on %s but its %d partitions have no leaders after %v (last error: %v)",
-				name, b.Addr, partitions, testBrokerTimeout, err)
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

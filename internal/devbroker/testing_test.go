@@ -62,6 +62,16 @@ func TestTestBrokerTopic(t *testing.T) {
 		"large records must work on a real broker too")
 	assert.Equal(t, small, configValue(t, rc, "max.message.bytes"), "an explicit limit wins")
 	assert.Equal(t, retention, configValue(t, rc, "retention.ms"))
+
+	// Replicated on a cluster: RF min(3, brokers), min ISR max(1, RF-1) (3 and 2 on kafka.sh's
+	// cluster, 1 and 1 embedded).
+	brokers, err := b.Admin.ListBrokers(ctx)
+	require.NoError(t, err)
+	wantRF := min(len(brokers), 3)
+	for _, p := range details[a].Partitions {
+		assert.Len(t, p.Replicas, wantRF, "partition %d of %s", p.Partition, a)
+	}
+	assert.Equal(t, strconv.Itoa(max(1, wantRF-1)), configValue(t, ra, "min.insync.replicas"))
 }
 
 func TestTestBrokerProduceConsumeN(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
 )
 

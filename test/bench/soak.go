@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/checker"
 )
 
 // soakSample is one observation of the soaked process.

@@ -5,13 +5,14 @@ package fault
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -19,17 +20,27 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// brokerCtl is the broker under test and the faults the suite can inflict on it.
+// brokerCtl is the broker (or cluster) under test and the faults the suite can inflict on it.
+// Faults name one broker by its node id: on a 3-node cluster, killing or pausing one is a partial
+// failure (its partitions' leadership moves to the others). The dev broker is one node and
+// ignores the id.
 type brokerCtl interface {
 	Name() string
 	Addr() string
-	// Kill9 kills the broker with SIGKILL, keeping its data; Restart starts it again on the
-	// same data and address and returns once it answers.
-	Kill9() error
-	Restart() error
-	// Pause and Resume send SIGSTOP and SIGCONT.
-	Pause() error
-	Resume() error
+	// Nodes is the number of brokers.
+	Nodes() int
+	// Kill9 kills broker id with SIGKILL, keeping its data; Restart starts it again on the same
+	// data and address and returns once it answers.
+	Kill9(id int32) error
+	Restart(id int32) error
+	// Pause and Resume send SIGSTOP and SIGCONT to broker id.
+	Pause(id int32) error
+	Resume(id int32) error
+	// Stop stops broker id with SIGTERM (a controlled shutdown), keeping its data; Restart
+	// starts it again.
+	Stop(id int32) error
+	// Controller returns the id of the active KRaft controller.
+	Controller() (int32, error)
 	// Security returns the SASL and TLS listeners of a real broker started with
 	// KAFKA_SECURITY=sasl_scram,tls (from `kafka.sh env`), or nil.
 	Security() *securityEnv
@@ -58,9 +69,10 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// waitAnswers waits until a broker at addr answers a metadata request.
+// waitAnswers waits until a broker at addr (a comma list for a cluster) answers a metadata
+// request.
 func waitAnswers(addr string, timeout time.Duration, opts ...kgo.Opt) error {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addr)}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(addr, ",")...)}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -130,25 +142,28 @@ func (d *devBroker) start() error {
 func (d *devBroker) Name() string {
 	return "the dev-broker process (kfake, `rollup dev-broker --data-dir`)"
 }
-func (d *devBroker) Addr() string             { return d.addr }
-func (d *devBroker) Security() *securityEnv   { return nil }
-func (d *devBroker) signal(s os.Signal) error { return d.cmd.Process.Signal(s) }
-func (d *devBroker) Pause() error             { return d.signal(syscall.SIGSTOP) }
-func (d *devBroker) Resume() error            { return d.signal(syscall.SIGCONT) }
+func (d *devBroker) Addr() string               { return d.addr }
+func (d *devBroker) Nodes() int                 { return 1 }
+func (d *devBroker) Security() *securityEnv     { return nil }
+func (d *devBroker) signal(s os.Signal) error   { return d.cmd.Process.Signal(s) }
+func (d *devBroker) Pause(int32) error          { return d.signal(syscall.SIGSTOP) }
+func (d *devBroker) Resume(int32) error         { return d.signal(syscall.SIGCONT) }
+func (d *devBroker) Kill9(int32) error          { return d.stopWith(syscall.SIGKILL) }
+func (d *devBroker) Stop(int32) error           { return d.stopWith(syscall.SIGTERM) }
+func (d *devBroker) Restart(int32) error        { return d.start() }
+func (d *devBroker) Controller() (int32, error) { return 0, nil }
 
-func (d *devBroker) Kill9() error {
-	if err := d.signal(syscall.SIGKILL); err != nil {
+func (d *devBroker) stopWith(sig syscall.Signal) error {
+	if err := d.signal(sig); err != nil {
 		return err
 	}
 	select {
 	case <-d.exited:
 		return nil
 	case <-time.After(30 * time.Second):
-		return errors.New("dev-broker survived SIGKILL for 30s")
+		return fmt.Errorf("dev-broker survived %v for 30s", sig)
 	}
 }
-
-func (d *devBroker) Restart() error { return d.start() }
 
 func (d *devBroker) Close() {
 	select {
@@ -166,21 +181,24 @@ func (d *devBroker) Close() {
 	}
 }
 
-// kafkaScript is a real Apache Kafka broker managed by test/kafka/kafka.sh, which the suite calls
-// with the environment it was started with (KAFKA_PORT, KAFKA_WORKDIR, KAFKA_SECURITY) for kill9,
-// restart, pause and resume.
+// kafkaScript is a real Apache Kafka cluster managed by test/kafka/kafka.sh, which the suite calls
+// with the environment it was started with (KAFKA_PORT, KAFKA_WORKDIR) to kill, restart, stop and
+// pause one broker (`kafka.sh kill9 ID`, `start ID`, ...) and to find the active controller.
 type kafkaScript struct {
-	addr   string
-	script string
-	env    []string
-	sec    *securityEnv
+	addr    string
+	script  string
+	env     []string
+	sec     *securityEnv
+	version string
+	nodes   int
 }
 
 func newKafkaScript(addr string) (*kafkaScript, error) {
 	k := &kafkaScript{addr: addr, script: filepath.Join(repoRoot, "test", "kafka", "kafka.sh")}
 	env := os.Environ()
-	// kafka.sh finds its broker by port (and work dir): default the port to the one in
-	// KAFKA_BOOTSTRAP_SERVERS.
+	// kafka.sh finds its cluster by port (and work dir): default the port to the first one in
+	// KAFKA_BOOTSTRAP_SERVERS (node 1's). It reads the version, node count and security of the
+	// running cluster back from its work dir.
 	if os.Getenv("KAFKA_PORT") == "" {
 		if _, port, err := net.SplitHostPort(strings.Split(addr, ",")[0]); err == nil {
 			env = append(env, "KAFKA_PORT="+port)
@@ -193,19 +211,13 @@ func newKafkaScript(addr string) (*kafkaScript, error) {
 	}
 	vars := parseExports(out)
 	if vars["KAFKA_BOOTSTRAP_SERVERS"] != "" && vars["KAFKA_BOOTSTRAP_SERVERS"] != addr {
-		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS=%s but `kafka.sh env` describes a broker at %s: run the suite with the KAFKA_PORT/KAFKA_WORKDIR the broker was started with",
+		return nil, fmt.Errorf("KAFKA_BOOTSTRAP_SERVERS=%s but `kafka.sh env` describes a cluster at %s: run the suite with the KAFKA_PORT/KAFKA_WORKDIR the cluster was started with",
 			addr, vars["KAFKA_BOOTSTRAP_SERVERS"])
 	}
-	// A restart must bring the same listeners back: take KAFKA_SECURITY from what runs.
-	if os.Getenv("KAFKA_SECURITY") == "" {
-		var sec []string
-		if vars["KAFKA_SASL_BOOTSTRAP_SERVERS"] != "" {
-			sec = append(sec, "sasl_scram")
-		}
-		if vars["KAFKA_TLS_BOOTSTRAP_SERVERS"] != "" {
-			sec = append(sec, "tls")
-		}
-		k.env = append(k.env, "KAFKA_SECURITY="+strings.Join(sec, ","))
+	k.version = vars["KAFKA_VERSION"]
+	k.nodes = len(strings.Split(addr, ","))
+	if n, err := strconv.Atoi(vars["KAFKA_BROKERS"]); err == nil {
+		k.nodes = n
 	}
 	if vars["KAFKA_SASL_BOOTSTRAP_SERVERS"] != "" && vars["KAFKA_TLS_BOOTSTRAP_SERVERS"] != "" {
 		k.sec = &securityEnv{
@@ -257,22 +269,45 @@ func (k *kafkaScript) runEnv(extra []string, args ...string) (string, error) {
 }
 
 func (k *kafkaScript) Name() string {
-	name := "Apache Kafka 3.9.0 (test/kafka/kafka.sh)"
-	if k.sec != nil {
-		name = "Apache Kafka 3.9.0 (test/kafka/kafka.sh, KAFKA_SECURITY=sasl_scram,tls)"
+	name := fmt.Sprintf("Apache Kafka %s, %d-node KRaft cluster (test/kafka/kafka.sh", cmp.Or(k.version, "?"), k.nodes)
+	if k.nodes == 1 {
+		name = fmt.Sprintf("Apache Kafka %s, one KRaft node (test/kafka/kafka.sh", cmp.Or(k.version, "?"))
 	}
-	return name
+	if k.sec != nil {
+		name += ", KAFKA_SECURITY=sasl_scram,tls"
+	}
+	return name + ")"
 }
 func (k *kafkaScript) Addr() string           { return k.addr }
+func (k *kafkaScript) Nodes() int             { return k.nodes }
 func (k *kafkaScript) Security() *securityEnv { return k.sec }
-func (k *kafkaScript) Kill9() error           { _, err := k.run("kill9"); return err }
-func (k *kafkaScript) Pause() error           { _, err := k.run("pause"); return err }
-func (k *kafkaScript) Resume() error          { _, err := k.run("resume"); return err }
 func (k *kafkaScript) Close()                 {}
+func (k *kafkaScript) Kill9(id int32) error   { return k.node("kill9", id) }
+func (k *kafkaScript) Pause(id int32) error   { return k.node("pause", id) }
+func (k *kafkaScript) Resume(id int32) error  { return k.node("resume", id) }
+func (k *kafkaScript) Stop(id int32) error    { return k.node("stop", id) }
 
-func (k *kafkaScript) Restart() error {
-	if _, err := k.runEnv([]string{"KAFKA_REUSE_DATA=1"}, "start"); err != nil {
+func (k *kafkaScript) node(cmd string, id int32) error {
+	_, err := k.run(cmd, strconv.Itoa(int(id)))
+	return err
+}
+
+// Restart starts broker id again on its data; kafka.sh returns once it is up and listed.
+func (k *kafkaScript) Restart(id int32) error {
+	if err := k.node("start", id); err != nil {
 		return err
 	}
 	return waitAnswers(k.addr, 60*time.Second)
+}
+
+func (k *kafkaScript) Controller() (int32, error) {
+	out, err := k.run("controller")
+	if err != nil {
+		return -1, err
+	}
+	id, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		return -1, fmt.Errorf("kafka.sh controller printed %q", out)
+	}
+	return int32(id), nil
 }

@@ -56,16 +56,16 @@ func waitProtocol(t *testing.T, s *scenario, want string, n int) {
 	}
 }
 
-// Scenario 11: a rolling cutover from the old Python service under load. Two old members
+// Scenario 14: a rolling cutover from the old Python service under load. Two old members
 // (librdkafka, range) consume the input; one by one a rollup member joins the same group and an
 // old one is stopped. The mixed group must agree on range (before the balancers option a rollup
 // member was refused with INCONSISTENT_GROUP_PROTOCOL), every request is answered, and once the
 // old members are gone the group is cooperative-sticky by itself.
-func TestScenario11CutoverFromOldService(t *testing.T) {
+func TestScenario14CutoverFromOldService(t *testing.T) {
 	if err := exec.Command("python3", "-c", "import confluent_kafka").Run(); err != nil {
 		t.Fatalf("python3 with confluent-kafka is needed (pip install confluent-kafka): %v", err)
 	}
-	s := newScenario(t, "11 cutover from the old service (librdkafka, range) under load", scenarioOpts{})
+	s := newScenario(t, "14 cutover from the old service (librdkafka, range) under load", scenarioOpts{})
 	f := s.startFlow(flowInterval, mixed)
 	olds := []*rollupProc{startOldService(t, s, "old-1"), startOldService(t, s, "old-2")}
 	waitProtocol(t, s, "range", 2)

@@ -2,7 +2,7 @@
 
 // Package fault is the fault suite of issue 4: the rollup binary, run as real processes
 // (`rollup run pipelines/...yaml`), is crashed, restarted, churned, starved of its broker and fed
-// hostile input, and the checker (internal/checker) proves from the topics that nothing was lost
+// hostile input, and the checker (test/checker) proves from the topics that nothing was lost
 // or misrouted. See README.md.
 //
 //	go test -tags fault -timeout 40m -v ./test/fault/

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/checker"
 )
 
 // sessionTimeout is the Kafka input's session timeout in every pipeline the suite runs (the

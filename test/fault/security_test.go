@@ -24,7 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/rollup-dev/rollup/internal/checker"
+	"github.com/rollup-dev/rollup/test/checker"
 )
 
 // failClosedWindow is how long a misconfigured service is watched. The Kafka components back off
@@ -158,7 +158,7 @@ func tlsBroker(t *testing.T) secBroker {
 }
 
 func runFailClosed(t *testing.T, name string, b secBroker) {
-	s := newScenario(t, name, scenarioOpts{brokers: []string{b.addr}, clientOpts: b.adminOpts})
+	s := newScenario(t, name, scenarioOpts{brokers: strings.Split(b.addr, ","), clientOpts: b.adminOpts})
 	small, _ := pool()
 	s.mustProduce(small[:20]...)
 	s.note("%s", b.what)

@@ -21,9 +21,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/rollup-dev/rollup/internal/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
 	"github.com/rollup-dev/rollup/internal/gen"
+	"github.com/rollup-dev/rollup/test/checker"
 )
 
 // request is one record value with its key and expectation.
@@ -267,26 +267,21 @@ func (s *scenario) createTopic(name string, partitions int, configs map[string]*
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := s.adm.CreateTopic(ctx, int32(partitions), -1, cfgs, name)
+	// RF min(3, brokers) and min ISR RF-1: 3 and 2 on the kafka.sh cluster.
+	rf, cfgs, err := devbroker.WithTestReplication(ctx, s.adm, cfgs)
+	if err != nil {
+		s.t.Fatalf("create topic %s: %v", name, err)
+	}
+	resp, err := s.adm.CreateTopic(ctx, int32(partitions), rf, cfgs, name)
 	if err == nil {
 		err = resp.Err
 	}
 	if err != nil {
 		s.t.Fatalf("create topic %s: %v", name, err)
 	}
-	// A real broker answers before the partitions have leaders.
-	for ctx.Err() == nil {
-		td, err := s.adm.ListTopics(ctx, name)
-		if err == nil && td[name].Err == nil && len(td[name].Partitions) == partitions {
-			ok := true
-			for _, p := range td[name].Partitions {
-				ok = ok && p.Err == nil && p.Leader >= 0
-			}
-			if ok {
-				break
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
+	// A real broker answers before the partitions have leaders that serve them.
+	if err := devbroker.WaitTopicServed(ctx, s.adm, name, partitions); err != nil {
+		s.t.Fatalf("topic %s created but not served: %v", name, err)
 	}
 	s.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -386,6 +381,33 @@ func (s *scenario) startFlow(interval time.Duration, next func(i int) request) *
 func (f *flow) stop() {
 	f.cancel()
 	<-f.done
+}
+
+// leader returns the id of the broker leading topic's partition, from a fresh metadata request.
+func (s *scenario) leader(topic string, partition int32) int32 {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		td, err := s.adm.ListTopics(ctx, topic)
+		if err == nil && td[topic].Err == nil {
+			if p, ok := td[topic].Partitions[partition]; ok && p.Err == nil && p.Leader >= 0 {
+				return p.Leader
+			}
+		}
+		if ctx.Err() != nil {
+			s.t.Fatalf("no leader for %s[%d]: %v", topic, partition, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// brokerName says which broker a fault hit, for the notes: "the broker" when there is one.
+func (s *scenario) brokerName(id int32, role string) string {
+	if brk.Nodes() == 1 {
+		return "the broker"
+	}
+	return fmt.Sprintf("broker %d of %d (%s)", id, brk.Nodes(), role)
 }
 
 // committed returns the group's committed total (end offsets minus lag).

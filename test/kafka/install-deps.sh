@@ -2,7 +2,8 @@
 # Installs what test/kafka/kafka.sh needs on a fresh Debian machine, quietly, skipping what is already
 # there: a Java runtime (11+) with keytool, Maven (to fetch the broker jars from Maven Central), openssl
 # (TLS certificates) and kcat (librdkafka's CLI: readiness check and interop tests). Then fetches the
-# Kafka 3.9.0 jars into the cache (a no-op when cached). KAFKA_SKIP_FETCH=1 skips that step.
+# jars of each Kafka version in KAFKA_FETCH_VERSIONS (default: $KAFKA_VERSION, else 3.9.0) into the cache
+# (a no-op when cached). KAFKA_SKIP_FETCH=1 skips that step. Kafka 4.x needs Java 17.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,5 +42,7 @@ if ((${#need[@]})); then
 fi
 
 if [[ "${KAFKA_SKIP_FETCH:-0}" != 1 ]]; then
-	"$SCRIPT_DIR/kafka.sh" fetch
+	for v in ${KAFKA_FETCH_VERSIONS:-${KAFKA_VERSION:-3.9.0}}; do
+		KAFKA_VERSION=$v "$SCRIPT_DIR/kafka.sh" fetch
+	done
 fi
