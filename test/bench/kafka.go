@@ -15,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/rollup-dev/rollup/test/checker"
 	"github.com/rollup-dev/rollup/internal/devbroker"
+	"github.com/rollup-dev/rollup/test/checker"
 )
 
 // cluster is the broker the bench talks to: `rollup dev-broker` as a process of its own, or the
