@@ -20,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/rollup-dev/rollup/internal/devbroker"
 )
 
 // outBroker is the broker an output test talks to over TCP: the one named by
@@ -28,6 +30,7 @@ import (
 type outBroker struct {
 	addrs []string
 	fake  *kfake.Cluster // nil for a real broker
+	cl    *kgo.Client
 	adm   *kadm.Client
 }
 
@@ -45,7 +48,7 @@ func newOutBroker(t *testing.T, forceFake bool, opts ...kfake.Opt) *outBroker {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addrs...))
 	require.NoError(t, err)
 	t.Cleanup(cl.Close)
-	b.adm = kadm.NewClient(cl)
+	b.cl, b.adm = cl, kadm.NewClient(cl)
 	return b
 }
 
@@ -80,22 +83,32 @@ func (b *outBroker) topic(t *testing.T, partitions int32, configs map[string]str
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := b.adm.CreateTopic(ctx, partitions, 1, cfg, name)
+	// Replicated like every test topic (RF 3, min ISR 2 on the kafka.sh cluster, 1 on kfake).
+	rf, cfg, err := devbroker.WithTestReplication(ctx, b.adm, cfg)
+	require.NoError(t, err)
+	_, err = b.adm.CreateTopic(ctx, partitions, rf, cfg, name)
 	require.NoError(t, err, "creating topic %s", name)
-	// A real broker creates topics asynchronously: wait until every partition has a leader and
-	// the configs can be read, as the output will do on its first write.
-	for {
-		require.NoError(t, ctx.Err(), "topic %s never became ready", name)
-		td, err := b.adm.ListTopics(ctx, name)
-		ready := err == nil && td.Has(name) && td[name].Err == nil && len(td[name].Partitions) == int(partitions)
-		for _, p := range td[name].Partitions {
-			ready = ready && p.Err == nil && p.Leader >= 0
+	// A real broker creates topics asynchronously: wait until every partition's leader serves it
+	// and every broker describes its configs (the output asks whichever broker kgo picks; one
+	// that does not know the topic yet would leave its limit unlearned on a cluster).
+	require.NoError(t, devbroker.WaitTopicServed(ctx, b.adm, name, int(partitions)))
+	brokers, err := b.adm.ListBrokers(ctx)
+	require.NoError(t, err)
+	for _, br := range brokers {
+		for {
+			require.NoError(t, ctx.Err(), "broker %d never described topic %s", br.NodeID, name)
+			req := kmsg.NewPtrDescribeConfigsRequest()
+			rr := kmsg.NewDescribeConfigsRequestResource()
+			rr.ResourceType, rr.ResourceName = kmsg.ConfigResourceTypeTopic, name
+			req.Resources = append(req.Resources, rr)
+			resp, err := req.RequestWith(ctx, b.cl.Broker(int(br.NodeID)))
+			if err == nil && len(resp.Resources) == 1 && resp.Resources[0].ErrorCode == 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if rcs, err := b.adm.DescribeTopicConfigs(ctx, name); ready && err == nil && rcs[0].Err == nil {
-			return name
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return name
 }
 
 // read returns the topic's records once it holds n, and checks it holds exactly n (no duplicate).
