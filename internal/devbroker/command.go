@@ -49,6 +49,10 @@ Data lives in memory unless --data-dir is given.
 				Name:  "data-dir",
 				Usage: "persist the broker's state in this directory and reload it on restart (default: memory only)",
 			},
+			&cli.StringSliceFlag{
+				Name:  "broker-config",
+				Usage: "KEY=VALUE broker config, repeatable (e.g. log.cleaner.backoff.ms=5000, so that topics with retention.ms are trimmed every 5 s in long runs)",
+			},
 			&cli.StringFlag{
 				Name:  "log-level",
 				Value: "warn",
@@ -86,6 +90,14 @@ func runCommand(c *cli.Context) error {
 		Topics:           TopicsFromEnv(),
 		AutoCreateTopics: true, // as Kafka's default, so kcat -P to a new topic works
 		DataDir:          c.String("data-dir"),
+		BrokerConfigs:    map[string]string{},
+	}
+	for _, kv := range c.StringSlice("broker-config") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("--broker-config %q: want KEY=VALUE", kv)
+		}
+		opts.BrokerConfigs[k] = v
 	}
 	if level != kfake.LogLevelNone {
 		opts.Logger = kfake.BasicLogger(errWriter(c), level)

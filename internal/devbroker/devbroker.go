@@ -109,6 +109,10 @@ type Options struct {
 	// Logger receives kfake's logs; nil discards them.
 	Logger kfake.Logger
 
+	// BrokerConfigs are more broker configs (kfake.BrokerConfigs), such as
+	// log.cleaner.backoff.ms, how often topics with retention.ms are trimmed.
+	BrokerConfigs map[string]string
+
 	// ClusterOpts are more kfake options (SASL users, ACLs), for tests.
 	ClusterOpts []kfake.Opt
 }
@@ -198,6 +202,9 @@ func start(opts Options, topics []string) (*Broker, error) {
 		// limits, and its fetch.max.bytes config is reported, never
 		// enforced. The client side needs raised limits: ClientOpts.
 		kfake.BrokerConfigs(map[string]string{"message.max.bytes": maxBytes}),
+	}
+	if len(opts.BrokerConfigs) > 0 {
+		kopts = append(kopts, kfake.BrokerConfigs(opts.BrokerConfigs))
 	}
 	if opts.AutoCreateTopics {
 		kopts = append(kopts, kfake.AllowAutoTopicCreation())

@@ -22,10 +22,11 @@ import (
 // cluster is the broker the bench talks to: `rollup dev-broker` as a process of its own, or the
 // one named by KAFKA_BOOTSTRAP_SERVERS.
 type cluster struct {
-	seeds  []string
-	broker *proc // nil on an external broker
-	adm    *kadm.Client
-	cl     *kgo.Client
+	seeds     []string
+	broker    *proc // nil on an external broker
+	adm       *kadm.Client
+	cl        *kgo.Client
+	retention string // retention.ms of the topics newTopics makes ("": the broker's default)
 }
 
 func clientOpts(seeds []string, extra ...kgo.Opt) []kgo.Opt {
@@ -46,8 +47,10 @@ func startCluster(ctx context.Context, b *bench) (*cluster, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The trimming interval only matters for topics with retention.ms (the soak's).
 		if c.broker, err = startProc("dev-broker", b.repo, b.bin, []string{"dev-broker", "--addr", addr,
-			"--partitions", strconv.Itoa(partitions), "--log-level", "warn"}, nil, nil, nil, log); err != nil {
+			"--partitions", strconv.Itoa(partitions), "--log-level", "warn",
+			"--broker-config", "log.cleaner.backoff.ms=5000"}, nil, nil, nil, log); err != nil {
 			return nil, err
 		}
 		c.seeds = []string{addr}
@@ -104,7 +107,11 @@ func (c *cluster) newTopics(ctx context.Context, base string, partitions int) (t
 		if name == t.in {
 			p = int32(partitions)
 		}
-		resp, err := c.adm.CreateTopic(ctx, p, -1, map[string]*string{"max.message.bytes": &maxMsg}, name)
+		cfg := map[string]*string{"max.message.bytes": &maxMsg}
+		if c.retention != "" {
+			cfg["retention.ms"] = &c.retention
+		}
+		resp, err := c.adm.CreateTopic(ctx, p, -1, cfg, name)
 		if err == nil {
 			err = resp.Err
 		}

@@ -38,6 +38,9 @@ func (b *bench) soak(ctx context.Context, dur time.Duration, share float64) (str
 		return "", fmt.Errorf("capacity: %w", err)
 	}
 	rate := share * ref.steadyRate()
+	// Half an hour of 1 MB requests is tens of GB, more than an in-memory broker holds: the soak's
+	// topics keep two minutes of records (far more than the pipeline lags at this rate).
+	b.cl.retention = "120000"
 	total := int(rate * dur.Seconds())
 	reqs := make([]request, total)
 	for i := range reqs {
