@@ -14,9 +14,9 @@ import (
 
 // soakSample is one observation of the soaked process.
 type soakSample struct {
-	at                   time.Duration // since the flow began
-	rssMB, heapMB        float64
-	goroutines, answered int
+	at                      time.Duration // since the flow began
+	rssMB, heapMB, brokerMB float64
+	goroutines, answered    int
 }
 
 // soak runs the Kafka pipeline (cores threads x 1 replica) for dur at share of the capacity measured
@@ -91,8 +91,12 @@ func (b *bench) soak(ctx context.Context, dur time.Duration, share float64) (str
 		cancel()
 		answered = len(outs)
 		heap, gor := scrapeGo(addr)
-		samples = append(samples, soakSample{at: time.Since(start), rssMB: float64(statusKB(p.cmd.Process.Pid, "VmRSS")) / 1024,
-			heapMB: heap / (1 << 20), goroutines: int(gor), answered: answered})
+		s := soakSample{at: time.Since(start), rssMB: float64(statusKB(p.cmd.Process.Pid, "VmRSS")) / 1024,
+			heapMB: heap / (1 << 20), goroutines: int(gor), answered: answered}
+		if b.cl.broker != nil {
+			s.brokerMB = float64(statusKB(b.cl.broker.cmd.Process.Pid, "VmRSS")) / 1024
+		}
+		samples = append(samples, s)
 	}
 	outs, err := col.waitFor(wctx, total)
 	if err != nil {
@@ -125,10 +129,11 @@ func (b *bench) soak(ctx context.Context, dur time.Duration, share float64) (str
 	w.p("| Go heap (alloc) MiB | %.0f | %.0f | %+.2f |\n", first.heapMB, last.heapMB, slope(func(s soakSample) float64 { return s.heapMB }))
 	w.p("| goroutines | %d | %d | %+.2f |\n\n", first.goroutines, last.goroutines, slope(func(s soakSample) float64 { return float64(s.goroutines) }))
 	w.p("Requests: %d produced, %d answered (%d dead-lettered), **lost %d**, %d duplicates seen by the reader. Load: %s.\n\n", total, len(outs), dead, lost, col.dups, loadAvg())
-	w.p("Samples (one a minute):\n\n| minute | RSS MiB | heap MiB | goroutines | answered |\n|---:|---:|---:|---:|---:|\n")
+	w.p("Samples (one a minute; the embedded broker's RSS shows that its topics are trimmed):\n\n")
+	w.p("| minute | RSS MiB | heap MiB | goroutines | answered | broker RSS MiB |\n|---:|---:|---:|---:|---:|---:|\n")
 	for i, s := range samples {
 		if i%6 == 5 || i == len(samples)-1 {
-			w.p("| %.1f | %.0f | %.0f | %d | %d |\n", s.at.Minutes(), s.rssMB, s.heapMB, s.goroutines, s.answered)
+			w.p("| %.1f | %.0f | %.0f | %d | %d | %.0f |\n", s.at.Minutes(), s.rssMB, s.heapMB, s.goroutines, s.answered, s.brokerMB)
 		}
 	}
 	if lost != 0 {
