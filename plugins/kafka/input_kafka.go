@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -381,37 +380,6 @@ func (i *kafkaInput) noteFence() (first bool) {
 	first = i.lastFence.IsZero() || time.Since(i.lastFence) > refenceWindow
 	i.lastFence = time.Now()
 	return first
-}
-
-// exactlyOnceFromConfig reads the exactly-once fields and joins the stream's txnHub.
-func (i *kafkaInput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
-	on, err := conf.FieldBool(inFieldExactlyOnce)
-	if err != nil || !on {
-		return err
-	}
-	if i.transactionalID, err = conf.FieldString(inFieldTransactionalID); err != nil {
-		return err
-	}
-	if i.transactionalID == "" {
-		suffix := i.instanceID
-		if suffix == "" {
-			if suffix, err = os.Hostname(); err != nil {
-				return fmt.Errorf("field %q is empty and the host name is unknown: %w", inFieldTransactionalID, err)
-			}
-		}
-		i.transactionalID = i.group + "-" + suffix
-	}
-	if i.txnInterval, err = conf.FieldDuration(inFieldTransactionInterval); err != nil {
-		return err
-	}
-	if i.transactionTimeout, err = conf.FieldDuration(inFieldTransactionTimeout); err != nil {
-		return err
-	}
-	if i.txnInterval <= 0 || i.transactionTimeout < time.Second {
-		return fmt.Errorf("fields %q and %q: must be positive, and at least 1s", inFieldTransactionInterval, inFieldTransactionTimeout)
-	}
-	i.hub = hubOf(mgr)
-	return i.hub.claim(i)
 }
 
 // balancersByName maps the `balancers` names to kgo's group balancers.

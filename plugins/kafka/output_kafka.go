@@ -300,38 +300,6 @@ func newKafkaOutputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resou
 	return o, nil
 }
 
-// exactlyOnceFromConfig joins the stream's txnHub when `exactly_once` is set, refusing producer
-// fields that the shared transactional client cannot honour.
-func (o *kafkaOutput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
-	on, err := conf.FieldBool(outFieldExactlyOnce)
-	if err != nil || !on {
-		return err
-	}
-	// The parsed config holds defaults too, so a field counts as set when its value differs.
-	str := func(f string) string { v, _ := conf.FieldString(f); return v }
-	idem, _ := conf.FieldBool(outFieldIdempotentWrite)
-	buffered, _ := conf.FieldInt(outFieldMaxBufferedRecords)
-	for _, c := range []struct {
-		field string
-		set   bool
-	}{
-		{outFieldPartitioner, str(outFieldPartitioner) != "crc32"},
-		{outFieldPartition, conf.Contains(outFieldPartition)},
-		{outFieldCompression, str(outFieldCompression) != "none"},
-		{outFieldAcks, str(outFieldAcks) != "all"},
-		{outFieldIdempotentWrite, !idem},
-		{outFieldMaxMessageBytes, o.limits.configured != outDefaultMaxBytes},
-		{outFieldMaxBufferedRecords, buffered != 10000},
-	} {
-		if c.set {
-			return fmt.Errorf("field %q: cannot differ from its default with %s: the records are written by the input's transactional client, with this output's defaults", c.field, outFieldExactlyOnce)
-		}
-	}
-	o.hub = hubOf(mgr)
-	o.limits = o.hub.limits
-	return nil
-}
-
 // producerOpts turns the producer fields into kgo options (and sets o.part for manual).
 func (o *kafkaOutput) producerOpts(conf *service.ParsedConfig) ([]kgo.Opt, error) {
 	partitioner, err := conf.FieldString(outFieldPartitioner)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -124,4 +125,67 @@ func isFencedErr(err error) bool {
 		errors.Is(err, kerr.InvalidProducerEpoch) ||
 		errors.Is(err, kerr.TransactionalIDAuthorizationFailed) ||
 		errors.Is(err, kerr.InvalidProducerIDMapping)
+}
+
+// exactlyOnceFromConfig reads the exactly-once fields and joins the stream's txnHub.
+func (i *kafkaInput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
+	on, err := conf.FieldBool(inFieldExactlyOnce)
+	if err != nil || !on {
+		return err
+	}
+	if i.transactionalID, err = conf.FieldString(inFieldTransactionalID); err != nil {
+		return err
+	}
+	if i.transactionalID == "" {
+		suffix := i.instanceID
+		if suffix == "" {
+			if suffix, err = os.Hostname(); err != nil {
+				return fmt.Errorf("field %q is empty and the host name is unknown: %w", inFieldTransactionalID, err)
+			}
+		}
+		i.transactionalID = i.group + "-" + suffix
+	}
+	if i.txnInterval, err = conf.FieldDuration(inFieldTransactionInterval); err != nil {
+		return err
+	}
+	if i.transactionTimeout, err = conf.FieldDuration(inFieldTransactionTimeout); err != nil {
+		return err
+	}
+	if i.txnInterval <= 0 || i.transactionTimeout < time.Second {
+		return fmt.Errorf("fields %q and %q: must be positive, and at least 1s", inFieldTransactionInterval, inFieldTransactionTimeout)
+	}
+	i.hub = hubOf(mgr)
+	return i.hub.claim(i)
+}
+
+// exactlyOnceFromConfig joins the stream's txnHub when `exactly_once` is set, refusing producer
+// fields that the shared transactional client cannot honour.
+func (o *kafkaOutput) exactlyOnceFromConfig(conf *service.ParsedConfig, mgr *service.Resources) error {
+	on, err := conf.FieldBool(outFieldExactlyOnce)
+	if err != nil || !on {
+		return err
+	}
+	// The parsed config holds defaults too, so a field counts as set when its value differs.
+	str := func(f string) string { v, _ := conf.FieldString(f); return v }
+	idem, _ := conf.FieldBool(outFieldIdempotentWrite)
+	buffered, _ := conf.FieldInt(outFieldMaxBufferedRecords)
+	for _, c := range []struct {
+		field string
+		set   bool
+	}{
+		{outFieldPartitioner, str(outFieldPartitioner) != "crc32"},
+		{outFieldPartition, conf.Contains(outFieldPartition)},
+		{outFieldCompression, str(outFieldCompression) != "none"},
+		{outFieldAcks, str(outFieldAcks) != "all"},
+		{outFieldIdempotentWrite, !idem},
+		{outFieldMaxMessageBytes, o.limits.configured != outDefaultMaxBytes},
+		{outFieldMaxBufferedRecords, buffered != 10000},
+	} {
+		if c.set {
+			return fmt.Errorf("field %q: cannot differ from its default with %s: the records are written by the input's transactional client, with this output's defaults", c.field, outFieldExactlyOnce)
+		}
+	}
+	o.hub = hubOf(mgr)
+	o.limits = o.hub.limits
+	return nil
 }
