@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,10 +22,18 @@ const deniedFor = 20 * time.Second
 // connection problem, not a property of the requests: nothing may be dead-lettered, nothing
 // committed, `/ready` must answer 503 and the log must name the topic and
 // TOPIC_AUTHORIZATION_FAILED. Once the ACL is removed, the same process answers every request.
-// The broker is an embedded one with SASL/SCRAM and ACLs (kfake), so this runs everywhere.
+// On real Kafka (KAFKA_SASL_BOOTSTRAP_SERVERS set, as `kafka.sh env` does with KAFKA_SECURITY
+// including sasl_scram) the service connects through the SASL listener as the SCRAM user, and the
+// cluster's authorizer applies the ACL; otherwise the broker is an embedded one with SASL/SCRAM and
+// ACLs (kfake), so this runs everywhere.
 func TestResponseTopicWriteDenied(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits 20 s")
+	}
+	if addr := os.Getenv("KAFKA_SASL_BOOTSTRAP_SERVERS"); addr != "" && os.Getenv(devbroker.EnvBootstrapServers) != "" {
+		b := devbroker.NewTestBroker(t)
+		writeDenied(t, b, addr, os.Getenv("KAFKA_SASL_USERNAME"), os.Getenv("KAFKA_SASL_PASSWORD"))
+		return
 	}
 	const user, password = "rollup", "rollup-secret"
 	allow := func(res kmsg.ACLResourceType, op kmsg.ACLOperation) kfake.ACL {
@@ -40,6 +49,13 @@ func TestResponseTopicWriteDenied(t *testing.T) {
 		kfake.ACL{Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster", Pattern: kmsg.ACLResourcePatternTypeLiteral,
 			Operation: kmsg.ACLOperationIdempotentWrite, Allow: true},
 	))
+	writeDenied(t, b, b.Addr, user, password)
+}
+
+// writeDenied is TestResponseTopicWriteDenied on broker b (admin access through b) with the service
+// connecting to saslAddr as user.
+func writeDenied(t *testing.T, b *devbroker.TestBroker, saslAddr, user, password string) {
+	t.Helper()
 	f := &fixture{b: b, in: b.Topic(t, "e2e-in", 2, nil), out: b.Topic(t, "e2e-out", 2, nil),
 		dlq: b.Topic(t, "e2e-dlq", 1, nil), group: b.Group("e2e-rollup")}
 	deny := kadm.NewACLs().Deny("User:" + user).DenyHosts("*").Topics(f.out).Operations(kadm.OpWrite).
@@ -54,6 +70,7 @@ func TestResponseTopicWriteDenied(t *testing.T) {
 	b.Produce(t, f.in, recs...)
 	addr := freeAddr(t)
 	p := startProcess(t, pipelineFile(t, "weekly-rollup.yaml"), f.env("HTTP_ADDRESS", addr, "LOG_LEVEL", "INFO",
+		"KAFKA_BOOTSTRAP_SERVERS", saslAddr,
 		"KAFKA_SASL_MECHANISM", "SCRAM-SHA-256", "KAFKA_SASL_USERNAME", user, "KAFKA_SASL_PASSWORD", password), 1)
 
 	sawReady := false

@@ -356,6 +356,12 @@ sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# ACLs are checked, so a test can deny the SASL user something (test/e2e TestResponseTopicWriteDenied).
+# A resource without ACLs allows everyone, and PLAINTEXT clients (the nodes themselves, the suites'
+# admin clients) are the superuser ANONYMOUS, so nothing else changes.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=true
+super.users=User:ANONYMOUS
 EOF
 	fi
 	if ((want_tls)); then
