@@ -6,9 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // topicWatch looks after the input's topics for one session: see run.
@@ -61,14 +59,7 @@ func (w *topicWatch) run(ctx context.Context) {
 func (w *topicWatch) check(ctx context.Context, first bool) ([]string, error) {
 	mctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	req := kmsg.NewPtrMetadataRequest()
-	req.AllowAutoTopicCreation = false
-	for _, t := range w.in.topics {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(t)
-		req.Topics = append(req.Topics, rt)
-	}
-	resp, err := req.RequestWith(mctx, w.cl)
+	states, err := describeTopics(mctx, w.cl, w.in.topics)
 	if err != nil {
 		return nil, err
 	}
@@ -76,22 +67,22 @@ func (w *topicWatch) check(ctx context.Context, first bool) ([]string, error) {
 	was := slices.Clone(w.missing)
 	w.mu.Unlock()
 	var missing []string
-	for _, t := range resp.Topics {
-		name := ""
-		if t.Topic != nil {
-			name = *t.Topic
+	for _, name := range w.in.topics {
+		st, ok := states[name]
+		if !ok {
+			continue
 		}
-		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
+		if st.err != nil {
 			missing = append(missing, name)
 			w.in.log.Errorf("kafka input: topic %q of group %q cannot be consumed: %s; not ready, checking again in %v",
-				name, w.in.group, errorCode(err), topicRecheck)
+				name, w.in.group, errorCode(st.err), topicRecheck)
 			continue
 		}
 		switch {
 		case slices.Contains(was, name):
-			w.in.log.Infof("kafka input: topic %q exists now (%d partitions); consuming it", name, len(t.Partitions))
+			w.in.log.Infof("kafka input: topic %q exists now (%d partitions); consuming it", name, st.partitions)
 		case first:
-			w.in.log.Infof("kafka input: topic %q: %d partitions", name, len(t.Partitions))
+			w.in.log.Infof("kafka input: topic %q: %d partitions", name, st.partitions)
 		}
 	}
 	return missing, nil

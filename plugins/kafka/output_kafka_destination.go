@@ -53,6 +53,37 @@ func errorCode(err error) string {
 	return err.Error()
 }
 
+// topicState is what the brokers say of one topic: err (nil: it exists and may be described) and
+// its partition count.
+type topicState struct {
+	err        error
+	partitions int
+}
+
+// describeTopics asks the brokers about topics, without creating any (a check must not create a
+// mistyped topic where the brokers have auto.create.topics.enable). Used by the output's
+// destination checks and the input's topic watch.
+func describeTopics(ctx context.Context, cl *kgo.Client, topics []string) (map[string]topicState, error) {
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = false
+	for _, t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]topicState, len(resp.Topics))
+	for _, t := range resp.Topics {
+		if t.Topic != nil {
+			out[*t.Topic] = topicState{err: kerr.ErrorForCode(t.ErrorCode), partitions: len(t.Partitions)}
+		}
+	}
+	return out, nil
+}
+
 // destinations remembers the topics the output could not write, until a check finds them
 // writable again. Safe for concurrent use by WriteBatch calls and Connect.
 type destinations struct {
@@ -140,34 +171,23 @@ func (d *destinations) check(ctx context.Context, cl *kgo.Client, static string,
 
 	mctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req := kmsg.NewPtrMetadataRequest()
-	req.AllowAutoTopicCreation = false // a check must not create a mistyped topic
-	for _, t := range topics {
-		rt := kmsg.NewMetadataRequestTopic()
-		rt.Topic = kmsg.StringPtr(t)
-		req.Topics = append(req.Topics, rt)
-	}
-	resp, err := req.RequestWith(mctx, cl)
+	states, err := describeTopics(mctx, cl, topics)
 	if err != nil {
 		return fmt.Errorf("checking topics %s: %w", strings.Join(topics, ", "), err)
 	}
 	var bad []string
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, t := range resp.Topics {
-		name := ""
-		if t.Topic != nil {
-			name = *t.Topic
-		}
-		if err := kerr.ErrorForCode(t.ErrorCode); err != nil {
-			d.blocked[name] = err
-			bad = append(bad, fmt.Sprintf("topic %q: %s", name, errorCode(err)))
+	for name, st := range states {
+		if st.err != nil {
+			d.blocked[name] = st.err
+			bad = append(bad, fmt.Sprintf("topic %q: %s", name, errorCode(st.err)))
 			continue
 		}
 		if _, was := d.blocked[name]; was {
-			d.log.Infof("kafka output: topic %q is available again (%d partitions); writing the held messages", name, len(t.Partitions))
+			d.log.Infof("kafka output: topic %q is available again (%d partitions); writing the held messages", name, st.partitions)
 		} else if first && name == static {
-			d.log.Infof("kafka output: topic %q: %d partitions", name, len(t.Partitions))
+			d.log.Infof("kafka output: topic %q: %d partitions", name, st.partitions)
 		}
 		delete(d.blocked, name)
 	}

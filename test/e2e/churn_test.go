@@ -3,6 +3,8 @@ package e2e
 import (
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // TestRebalanceChurn runs three in-process consumers of weekly-rollup.yaml in one group, starting
@@ -69,11 +71,17 @@ func TestRebalanceChurn(t *testing.T) {
 // groupMembers is how many members the broker lists in the fixture's group.
 func groupMembers(t *testing.T, f *fixture) int {
 	t.Helper()
+	return len(describeGroup(t, f).Members)
+}
+
+// describeGroup is the fixture's group as the broker describes it.
+func describeGroup(t *testing.T, f *fixture) kadm.DescribedGroup {
+	t.Helper()
 	ctx, cancel := adminCtx()
 	defer cancel()
 	groups, err := f.b.Admin.DescribeGroups(ctx, f.group)
 	if err != nil {
 		t.Fatalf("describe group %s: %v", f.group, err)
 	}
-	return len(groups[f.group].Members)
+	return groups[f.group]
 }

@@ -132,14 +132,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // membersWithPartitions is how many members of the fixture's group have at least one partition.
 func membersWithPartitions(t *testing.T, f *fixture) int {
 	t.Helper()
-	ctx, cancel := adminCtx()
-	defer cancel()
-	groups, err := f.b.Admin.DescribeGroups(ctx, f.group)
-	if err != nil {
-		t.Fatalf("describe group %s: %v", f.group, err)
-	}
 	n := 0
-	for _, m := range groups[f.group].Members {
+	for _, m := range describeGroup(t, f).Members {
 		if a, ok := m.Assigned.AsConsumer(); ok {
 			for _, tp := range a.Topics {
 				if len(tp.Partitions) > 0 {
