@@ -40,6 +40,8 @@ const (
 const (
 	// commitTimeout bounds one offset commit round trip (periodic, revoke or shutdown).
 	commitTimeout = 10 * time.Second
+	// metadataMaxAge bounds how long a partition added to an input topic goes unnoticed.
+	metadataMaxAge = 30 * time.Second
 	// closeGrace is how long past shutdown_timeout a shutdown waits for the client to close
 	// before it returns anyway.
 	closeGrace = 500 * time.Millisecond
@@ -421,6 +423,9 @@ func (i *kafkaInput) groupOpts() []kgo.Opt {
 		kgo.FetchMaxBytes(i.fetchMaxBytes),
 		kgo.FetchMaxPartitionBytes(i.fetchMaxPartB),
 		kgo.FetchMaxWait(i.fetchMaxWait),
+		// Partitions added to an input topic are seen at the next metadata refresh (then the group
+		// rebalances to assign them): within 30 s rather than kgo's default 5 minutes.
+		kgo.MetadataMaxAge(metadataMaxAge),
 		kgo.BrokerMaxReadBytes(int32(min(max(minBrokerReadBytes, int64(i.fetchMaxBytes)+16<<20), 1<<30))),
 	)
 	if i.instanceID != "" {
