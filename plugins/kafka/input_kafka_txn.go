@@ -127,10 +127,11 @@ func (s *txnSession) loop(ctx context.Context) {
 		polled := s.poll(ctx)
 		commit := s.waitSettled(ctx)
 
-		ectx, cancel := context.WithTimeout(context.Background(), txnEndTimeout)
-		if by := s.closeBy.Load(); by != 0 {
-			ectx, cancel = context.WithDeadline(context.Background(), time.Unix(0, by))
+		endBy := time.Now().Add(txnEndTimeout)
+		if by := s.closeBy.Load(); by != 0 { // shutting down: within shutdown_timeout
+			endBy = time.Unix(0, by)
 		}
+		ectx, cancel := context.WithDeadline(context.Background(), endBy)
 		committed, err := s.ts.End(ectx, kgo.TransactionEndTry(commit))
 		cancel()
 		rejected := s.endGeneration()
