@@ -249,13 +249,7 @@ func TestScenario05BrokerKill9(t *testing.T) {
 	f.stop() // the records the producer held during the outage are written now
 	s.chk.MarkFaultCleared()
 	s.note("%s down %.0fs", s.brokerName(victim, "leader of input p0"), down.Seconds())
-	s.finish(finishOpts{maxDuplicated: 2 * s.partitions * checkpointLimit()})
-	if !p.alive() {
-		t.Errorf("the rollup process exited during the broker outage (%v); log %s", p.exitErr, p.logPath)
-	} else {
-		s.note("same process recovered")
-	}
-	p.stop(t, time.Minute)
+	s.finishBrokerFault(p)
 }
 
 // Scenario 6: the broker leading the input's partition 0 is frozen (SIGSTOP) for 20s, then

@@ -95,13 +95,7 @@ func TestScenario11KillInputAndResponseLeader(t *testing.T) {
 	s.chk.MarkFaultCleared()
 	s.note("broker %d (leader of input %v and response %v) down %.0fs; 300-request backlog; %d offsets committed while it was down",
 		victim, inParts, outParts, down.Seconds(), during)
-	s.finish(finishOpts{maxDuplicated: 2 * s.partitions * checkpointLimit()})
-	if !p.alive() {
-		t.Errorf("the rollup process exited during the broker outage (%v); log %s", p.exitErr, p.logPath)
-	} else {
-		s.note("same process recovered")
-	}
-	p.stop(t, time.Minute)
+	s.finishBrokerFault(p)
 }
 
 // Scenario 12: the active KRaft controller (a combined node: also a broker) is killed with

@@ -537,3 +537,17 @@ func sortedStrings(s []string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// finishBrokerFault ends a scenario that broke a broker while one rollup process p ran: the check,
+// with a duplicate bound of twice the in-flight records (a revoke or a lost session on each side of
+// the fault), then p must have survived the outage (recovery without a restart) and stop cleanly.
+func (s *scenario) finishBrokerFault(p *rollupProc) {
+	s.t.Helper()
+	s.finish(finishOpts{maxDuplicated: 2 * s.partitions * checkpointLimit()})
+	if !p.alive() {
+		s.t.Errorf("the rollup process exited during the broker outage (%v); log %s", p.exitErr, p.logPath)
+	} else {
+		s.note("same process recovered")
+	}
+	p.stop(s.t, time.Minute)
+}
