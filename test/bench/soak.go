@@ -39,8 +39,10 @@ func (b *bench) soak(ctx context.Context, dur time.Duration, share float64) (str
 	}
 	rate := share * ref.steadyRate()
 	// Half an hour of 1 MB requests is tens of GB, more than an in-memory broker holds: the soak's
-	// topics keep two minutes of records (far more than the pipeline lags at this rate).
-	b.cl.retention = "120000"
+	// topics keep 40 s of records, far more than the pipeline lags at this rate. The embedded broker
+	// holds about 3 MB per request retained (18.6 GB at 50 req/s and two minutes), so at 90 req/s
+	// this is about 11 GB of this 24 GB machine.
+	b.cl.retention = "40000"
 	total := int(rate * dur.Seconds())
 	reqs := make([]request, total)
 	for i := range reqs {
