@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,11 +31,7 @@ func TestPartitionsAddedWhileRunning(t *testing.T) {
 	cl := f.b.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for i, r := range recs[10:] {
 		r.Topic, r.Partition = f.in, int32(2+i%2)
-		pctx, pcancel := context.WithTimeout(context.Background(), stopTimeout)
-		if err := cl.ProduceSync(pctx, r).FirstErr(); err != nil {
-			t.Fatalf("produce to the new partition %d: %v", r.Partition, err)
-		}
-		pcancel()
+		produceToNewPartition(t, cl, r)
 	}
 	waitAllCommitted(t, f.b, f.group, f.in, nil)
 	t.Logf("partitions 2 and 3 added: their records all committed %.1f s later", time.Since(added).Seconds())
@@ -44,5 +41,26 @@ func TestPartitionsAddedWhileRunning(t *testing.T) {
 	checkRouting(t, f, recs, bad, o)
 	if tl.inputs != 20 || tl.lost != 0 || tl.unexpected != 0 {
 		t.Errorf("inputs=%d lost=%d unexpected=%d, want 20 inputs each answered", tl.inputs, tl.lost, tl.unexpected)
+	}
+}
+
+// produceToNewPartition writes r to a partition that was just added. On a cluster, the broker that
+// answers the producer's metadata request may not know of the new partitions yet; the manual
+// partitioner then refuses at once ("invalid record partitioning choice"), so refresh and try again.
+func produceToNewPartition(t *testing.T, cl *kgo.Client, r *kgo.Record) {
+	t.Helper()
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		pctx, pcancel := context.WithTimeout(context.Background(), stopTimeout)
+		err := cl.ProduceSync(pctx, r).FirstErr()
+		pcancel()
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "invalid record partitioning choice") || time.Now().After(deadline) {
+			t.Fatalf("produce to the new partition %d: %v", r.Partition, err)
+		}
+		cl.ForceMetadataRefresh()
+		time.Sleep(200 * time.Millisecond)
 	}
 }
