@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -193,6 +194,36 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 		return c[0]+c[1] > 20
 	})
 	successor := startProcess(t, pipelineFile(t, "weekly-rollup.yaml"), eosEnv(f, txnID), 2)
+	// A fence is only seen at a member's next transactional request, so records keep arriving
+	// until the zombie has been fenced twice: on a busy machine the backlog alone can be worked
+	// off before that (the test used to wait in vain).
+	more, _ := mixedInputs(400, 0, 4)
+	trickle, done := make(chan struct{}), make(chan struct{})
+	trickled := make(chan []*kgo.Record, 1)
+	stopTrickle := sync.OnceFunc(func() { close(trickle) })
+	t.Cleanup(func() { stopTrickle(); <-done }) // no t.Errorf after the test has ended
+	cl := f.b.Client(t)
+	go func() {
+		var sent []*kgo.Record
+		defer close(done)
+		defer func() { trickled <- sent }()
+		for _, r := range more {
+			select {
+			case <-trickle:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			r.Topic = f.in
+			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+			err := cl.ProduceSync(ctx, r).FirstErr()
+			cancel()
+			if err != nil {
+				t.Errorf("produce during the fencing: %v", err)
+				return
+			}
+			sent = append(sent, r)
+		}
+	}()
 	// The first fence could also be the broker aborting a transaction after its timeout, so the
 	// zombie tries once more at once, fences the successor (which does the same), is fenced again
 	// and then backs off: the log says so.
@@ -202,6 +233,8 @@ func TestExactlyOnceZombieFenced(t *testing.T) {
 		}
 		return strings.Contains(processLog(t, zombie), "fenced again within")
 	})
+	stopTrickle()
+	recs = append(recs, <-trickled...)
 	if ready(zombieAddr) {
 		t.Error("/ready of the fenced instance answers 200")
 	}
