@@ -2,9 +2,7 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,6 +29,7 @@ const (
 	inFieldShutdownTimeout        = "shutdown_timeout"
 	inFieldRevokeTimeout          = "revoke_timeout"
 	inFieldBalancers              = "balancers"
+	inFieldGroupProtocol          = "group_protocol"
 	inFieldExactlyOnce            = "exactly_once"
 	inFieldTransactionalID        = "transactional_id"
 	inFieldTransactionInterval    = "transaction_interval"
@@ -175,6 +174,10 @@ allow the records in the first place.`).
 				Default([]string{"cooperative_sticky", "range"}).
 				Example([]string{"cooperative_sticky"}).
 				Advanced(),
+			service.NewStringEnumField(inFieldGroupProtocol, groupClassic, groupConsumer).
+				Description("The consumer group protocol (Kafka's `group.protocol`). `classic`: members assign partitions among themselves with `balancers` (every Kafka version; what librdkafka and Java consumers use by default). `consumer`: KIP-848, the broker's group coordinator assigns partitions incrementally (its `uniform` assignor) and members do not stop for a rebalance; needs Kafka 4.0 or later (franz-go recommends 4.3+); the session timeout and heartbeat interval are then the broker's `group.consumer.*` settings, and `balancers`, `session_timeout` and `heartbeat_interval` are ignored. A broker that does not serve it is refused at connect, with an error naming the broker, rather than silently falling back. Not with `exactly_once` yet. See docs/operations.md for the comparison under churn.").
+				Default(groupClassic).
+				Advanced(),
 			service.NewBoolField(inFieldExactlyOnce).
 				Description("Exactly-once: the outcomes of the records (written by `kafka` outputs of the same stream with `exactly_once: true`) and the records' offsets are committed in one Kafka transaction, so a reader with `isolation.level=read_committed` sees each record's outcome once, whatever crashes. Records are still processed concurrently; a transaction collects records for `transaction_interval`, then waits for all of them to be answered before it commits. A record the pipeline rejects aborts its transaction, which is read again after a back-off. Needs Kafka 2.5 or later (KIP-447). See docs/operations.md.").
 				Default(false),
@@ -231,6 +234,7 @@ type kafkaInput struct {
 	shutdownTimeout  time.Duration
 	revokeTimeout    time.Duration
 	balancers        []kgo.GroupBalancer
+	groupProtocol    string // groupClassic or groupConsumer (input_kafka_group.go)
 
 	// Exactly-once mode (input_kafka_txn.go); hub is nil without it.
 	hub                *txnHub
@@ -350,12 +354,8 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		}
 		*b.to = int32(n)
 	}
-	names, err := conf.FieldStringList(inFieldBalancers)
-	if err != nil {
+	if err := i.groupFromConfig(conf); err != nil {
 		return nil, err
-	}
-	if i.balancers, err = balancersByName(names); err != nil {
-		return nil, fmt.Errorf("field %q: %w", inFieldBalancers, err)
 	}
 	m := mgr.Metrics()
 	i.metrics = inputMetrics{
@@ -382,56 +382,6 @@ func (i *kafkaInput) noteFence() (first bool) {
 	first = i.lastFence.IsZero() || time.Since(i.lastFence) > refenceWindow
 	i.lastFence = time.Now()
 	return first
-}
-
-// balancersByName maps the `balancers` names to kgo's group balancers.
-func balancersByName(names []string) ([]kgo.GroupBalancer, error) {
-	if len(names) == 0 {
-		return nil, errors.New("at least one balancer is required")
-	}
-	var out []kgo.GroupBalancer
-	for _, n := range strings.Split(strings.Join(names, ","), ",") {
-		switch strings.ToLower(strings.TrimSpace(n)) {
-		case "cooperative_sticky", "cooperative-sticky":
-			out = append(out, kgo.CooperativeStickyBalancer())
-		case "range":
-			out = append(out, kgo.RangeBalancer())
-		case "round_robin", "roundrobin":
-			out = append(out, kgo.RoundRobinBalancer())
-		case "sticky":
-			out = append(out, kgo.StickyBalancer())
-		default:
-			return nil, fmt.Errorf("unknown balancer %q (valid: cooperative_sticky, range, round_robin, sticky)", n)
-		}
-	}
-	return out, nil
-}
-
-// groupOpts are the client options of both kinds of session: connection, group, fetching.
-func (i *kafkaInput) groupOpts() []kgo.Opt {
-	opts := append(slices.Clone(i.connOpts),
-		kgo.ConsumerGroup(i.group),
-		kgo.ConsumeTopics(i.topics...),
-		kgo.ConsumeResetOffset(i.startOffset),
-		kgo.Balancers(i.balancers...),
-		// Offsets are committed by the session (the checkpointer's, or the transaction's), never
-		// by kgo on its own.
-		kgo.DisableAutoCommit(),
-		kgo.SessionTimeout(i.sessionTimeout),
-		kgo.RebalanceTimeout(i.rebalanceTimeout),
-		kgo.HeartbeatInterval(i.heartbeat),
-		kgo.FetchMaxBytes(i.fetchMaxBytes),
-		kgo.FetchMaxPartitionBytes(i.fetchMaxPartB),
-		kgo.FetchMaxWait(i.fetchMaxWait),
-		// Partitions added to an input topic are seen at the next metadata refresh (then the group
-		// rebalances to assign them): within 30 s rather than kgo's default 5 minutes.
-		kgo.MetadataMaxAge(metadataMaxAge),
-		kgo.BrokerMaxReadBytes(int32(min(max(minBrokerReadBytes, int64(i.fetchMaxBytes)+16<<20), 1<<30))),
-	)
-	if i.instanceID != "" {
-		opts = append(opts, kgo.InstanceID(i.instanceID))
-	}
-	return opts
 }
 
 // clientOpts returns every client option of an at-least-once session; the callbacks come from
@@ -468,10 +418,12 @@ func (i *kafkaInput) Connect(ctx context.Context) error {
 		return err
 	}
 	var s consumerSession
-	var err error
-	if i.hub != nil {
+	err := i.checkGroupProtocol(ctx)
+	switch {
+	case err != nil:
+	case i.hub != nil:
 		s, err = startTxnSession(ctx, i)
-	} else {
+	default:
 		s, err = startSession(ctx, i)
 	}
 	if err != nil {

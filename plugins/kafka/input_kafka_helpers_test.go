@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -320,7 +321,7 @@ func runStream(t *testing.T, o streamOpts) *service.Stream {
 			t.Fatal(err)
 		}
 	}
-	must(sb.SetLoggerYAML("level: warn"))
+	must(sb.SetLoggerYAML("level: " + cmp.Or(os.Getenv("TEST_LOG_LEVEL"), "warn")))
 	must(sb.AddInputYAML(o.input))
 	if o.threads > 0 {
 		sb.SetThreads(o.threads)

@@ -13,7 +13,11 @@ import (
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 func TestInputSpecDefaultsAndValidation(t *testing.T) {
@@ -46,6 +50,8 @@ consumer_group: g
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, commit_period: 0s }`,
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, balancers: [ ] }`,
 		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, balancers: [ cooperative_sticky, rnage ] }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, group_protocol: next }`,
+		`{ seed_brokers: [ x ], topics: [ t ], consumer_group: g, group_protocol: consumer, exactly_once: true }`,
 	} {
 		conf, err := kafkaInputSpec().ParseYAML(bad, nil)
 		if err != nil {
@@ -393,12 +399,23 @@ func TestInputHardStopThenRestart(t *testing.T) {
 // TestInputRebalanceLosesNothing: two inputs in one group while records keep arriving; one
 // joins, the first leaves, a third joins. Every offset is seen, everything ends up committed.
 func TestInputRebalanceLosesNothing(t *testing.T) {
+	for _, proto := range []string{groupClassic, groupConsumer} {
+		t.Run(proto, func(t *testing.T) { testRebalanceLosesNothing(t, proto) })
+	}
+}
+
+// testRebalanceLosesNothing: members join and leave a group while records flow; with either
+// group protocol nothing is lost and the final commits cover every record.
+func testRebalanceLosesNothing(t *testing.T, proto string) {
 	const n, batches, partitions = 2000, 20, 4
 	brokers := testBrokers(t)
 	adm := adminClient(t, brokers)
+	if proto == groupConsumer {
+		skipWithoutKIP848(t, adm)
+	}
 	topic := createTopic(t, adm, partitions)
 	group := uniqueName(t, "group")
-	conf := inputConf(brokers, topic, group, 32)
+	conf := inputConf(brokers, topic, group, 32) + "  group_protocol: " + proto + "\n"
 
 	tr := newTracker()
 	var perConsumer [3]atomic.Int64
@@ -426,6 +443,12 @@ func TestInputRebalanceLosesNothing(t *testing.T) {
 			}
 			produce(t, brokers, topic, b*n/batches, (b+1)*n/batches)
 			time.Sleep(50 * time.Millisecond)
+			// Until B has records, the middle third goes slowly: a KIP-848 coordinator moves
+			// partitions at the members' next heartbeats (5 s apart by default), and B must find
+			// records left on them rather than partitions A had already drained.
+			for wait := time.Now().Add(1500 * time.Millisecond); b >= batches/3 && perConsumer[1].Load() == 0 && time.Now().Before(wait); {
+				time.Sleep(50 * time.Millisecond)
+			}
 		}
 	}()
 	ackedAtLeast := func(m int) func() bool {
@@ -452,6 +475,15 @@ func TestInputRebalanceLosesNothing(t *testing.T) {
 		end = e
 		return err == nil && allCommitted(committed, e)
 	})
+	// The group really ran the protocol asked for: only a KIP-848 group answers
+	// ConsumerGroupDescribe (before the members leave it, while the group exists).
+	described, derr := adm.DescribeConsumerGroups(context.Background(), group)
+	if derr == nil {
+		derr = described.Error()
+	}
+	if (proto == groupConsumer) != (derr == nil) {
+		t.Errorf("group protocol %s, but ConsumerGroupDescribe says: %v", proto, derr)
+	}
 	for _, st := range []*service.Stream{b, c} {
 		if err := st.StopWithin(20 * time.Second); err != nil {
 			t.Fatal(err)
@@ -461,8 +493,66 @@ func TestInputRebalanceLosesNothing(t *testing.T) {
 	if lost := tr.lostAgainst(end); lost != 0 || unique != n {
 		t.Fatalf("lost %d, unique %d of %d", lost, unique, n)
 	}
-	t.Logf("records %d, lost 0, duplicates %d, per consumer %d/%d/%d",
+	t.Logf("%s protocol: records %d, lost 0, duplicates %d, per consumer %d/%d/%d", proto,
 		n, deliveries-unique, perConsumer[0].Load(), perConsumer[1].Load(), perConsumer[2].Load())
+}
+
+// skipWithoutKIP848 skips a test of the consumer group protocol on brokers that do not serve it
+// (the Kafka 3.9 cluster of CI); kfake and Kafka 4 do.
+func skipWithoutKIP848(t *testing.T, adm *kadm.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	vs, err := adm.ApiVersions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vs.Sorted() {
+		if max, ok := v.KeyMaxVersion(kmsg.ConsumerGroupHeartbeat.Int16()); !ok || max < 1 {
+			t.Skipf("broker %d (Kafka %s) does not serve KIP-848", v.NodeID, v.VersionGuess())
+		}
+	}
+}
+
+// TestInputGroupProtocolConsumerRefusedWithoutKIP848: against a broker without KIP-848 (kfake
+// limited to Kafka 3.9's API versions), group_protocol consumer is refused at connect with an
+// error that names the field, the broker and the fix, instead of kgo's silent fallback to an
+// eager classic group.
+func TestInputGroupProtocolConsumerRefusedWithoutKIP848(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.MaxVersions(kversion.V3_9_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	yaml := func(proto string) string {
+		return fmt.Sprintf("{ seed_brokers: [ %q ], topics: [ t ], consumer_group: g, group_protocol: %s }", c.ListenAddrs()[0], proto)
+	}
+	conf, err := kafkaInputSpec().ParseYAML(yaml(groupConsumer), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := newKafkaInputFromParsedConf(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = in.Connect(ctx)
+	if err == nil || !strings.Contains(err.Error(), `"group_protocol" is "consumer", which needs Kafka 4.0 or later`) ||
+		!strings.Contains(err.Error(), "broker 0") || !strings.Contains(err.Error(), `set it to "classic"`) {
+		t.Fatalf("Connect: %v", err)
+	}
+	// The same configuration with the classic protocol connects.
+	conf, _ = kafkaInputSpec().ParseYAML(yaml(groupClassic), nil)
+	classic, err := newKafkaInputFromParsedConf(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer classic.Close(context.Background())
+	if err := classic.Connect(ctx); err != nil {
+		t.Fatalf("classic: %v", err)
+	}
 }
 
 // TestInputLargeRecordBeyondFetchLimits: a 30 MB record (a 500,000-row request is about 26 MB
