@@ -75,6 +75,8 @@ func (r RecordID) String() string { return fmt.Sprintf("%s/%d@%d", r.Topic, r.Pa
 type Input struct {
 	ID     RecordID
 	Expect Expect
+	// Timestamp is when it was produced (zero: unknown; then it has no wait).
+	Timestamp time.Time
 }
 
 // Kind is the kind of an outcome.
@@ -193,6 +195,14 @@ type Report struct {
 	CommitRegressions int
 	// CommitSamples: how many samples were checked.
 	CommitSamples int
+
+	// MaxWait is the longest an input waited for its first outcome (outcome timestamp minus input
+	// timestamp), MaxWaitID that input: under a steady flow, the longest pause of a partition.
+	MaxWait   time.Duration
+	MaxWaitID RecordID
+	// FirstAnswer and LastAnswer bound the inputs' first outcomes in time (zero without any):
+	// the span over which a backlog was worked off.
+	FirstAnswer, LastAnswer time.Time
 
 	// DeadLettersByStage counts dead letters by error_stage.
 	DeadLettersByStage map[string]int
@@ -364,6 +374,17 @@ func Analyze(inputs []Input, outcomes []Outcome, samples []CommitSample) Report 
 		if st.copies == 0 {
 			r.Lost++
 			r.LostIDs = append(r.LostIDs, st.in.ID)
+		}
+		if st.hasTime && (r.FirstAnswer.IsZero() || st.first.Before(r.FirstAnswer)) {
+			r.FirstAnswer = st.first
+		}
+		if st.hasTime && st.first.After(r.LastAnswer) {
+			r.LastAnswer = st.first
+		}
+		if st.hasTime && !st.in.Timestamp.IsZero() {
+			if w := st.first.Sub(st.in.Timestamp); w > r.MaxWait || (w == r.MaxWait && lessID(st.in.ID, r.MaxWaitID)) {
+				r.MaxWait, r.MaxWaitID = w, st.in.ID
+			}
 		}
 	}
 	r.Duplicated = total - answered

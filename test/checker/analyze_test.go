@@ -207,3 +207,16 @@ func TestSourceFromHeaders(t *testing.T) {
 	_, err = SourceFromHeaders(get)
 	assert.ErrorContains(t, err, "missing header(s) source_topic, source_offset")
 }
+
+// TestAnalyzeMaxWait: the longest wait is from an input's timestamp to its first outcome; inputs
+// without a timestamp, and later copies, do not count.
+func TestAnalyzeMaxWait(t *testing.T) {
+	a, b, c := in(0, 0, ExpectGood), in(1, 0, ExpectGood), in(1, 1, ExpectGood)
+	a.Timestamp, b.Timestamp = t0, t0.Add(time.Second)
+	outs := []Outcome{resp(0, 0, 2*time.Second), resp(1, 0, 9*time.Second), resp(1, 0, 4*time.Second), resp(1, 1, time.Hour)}
+	r := Analyze([]Input{a, b, c}, outs, nil)
+	assert.Equal(t, 3*time.Second, r.MaxWait, "b: first outcome at 4 s, produced at 1 s")
+	assert.Equal(t, b.ID, r.MaxWaitID)
+	assert.Equal(t, t0.Add(2*time.Second), r.FirstAnswer)
+	assert.Equal(t, t0.Add(time.Hour), r.LastAnswer)
+}

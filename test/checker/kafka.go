@@ -264,7 +264,7 @@ func (c *Checker) ReadInputs(ctx context.Context, opts ReadOptions) ([]Input, er
 				}
 			}
 		}
-		ins = append(ins, Input{ID: RecordID{r.Topic, r.Partition, r.Offset}, Expect: exp})
+		ins = append(ins, Input{ID: RecordID{r.Topic, r.Partition, r.Offset}, Expect: exp, Timestamp: r.Timestamp})
 	})
 	return ins, errors.Join(err, perr)
 }

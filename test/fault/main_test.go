@@ -115,6 +115,7 @@ type resultRow struct {
 	duplicated int
 	maxCopies  int
 	recovery   string // seconds, or "-" when the scenario has no fault to recover from
+	load       string // the flow's rate and share of capacity, any backlog ("-": a few exact records)
 	passed     bool
 	notes      string
 }
@@ -135,8 +136,8 @@ func (r *resultRows) markdown(broker string) string {
 	defer r.mu.Unlock()
 	var b strings.Builder
 	fmt.Fprintf(&b, "Fault suite against %s, %s\n\n", broker, time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	b.WriteString("| scenario | records | lost | duplicated | max copies | recovery s | result | notes |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---|---|\n")
+	b.WriteString("| scenario | load | records | lost | duplicated | max copies | recovery s | result | notes |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---|\n")
 	rows := slices.Clone(r.rows)
 	// Issue 4's numbering, whatever order the tests ran in.
 	slices.SortStableFunc(rows, func(a, b resultRow) int { return cmp.Compare(leadingNumber(a.scenario), leadingNumber(b.scenario)) })
@@ -145,7 +146,7 @@ func (r *resultRows) markdown(broker string) string {
 		if !row.passed {
 			res = "**FAIL**"
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s | %s | %s |\n", row.scenario, row.records, row.lost,
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %s | %s | %s |\n", row.scenario, row.load, row.records, row.lost,
 			row.duplicated, row.maxCopies, row.recovery, res, strings.ReplaceAll(row.notes, "|", "/"))
 	}
 	return b.String()

@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/rollup-dev/rollup/internal/devbroker"
 	"github.com/rollup-dev/rollup/test/checker"
 )
 
@@ -21,10 +24,6 @@ import (
 func checkpointLimit() int {
 	return pipelineDefault("weekly-rollup.yaml", "KAFKA_CHECKPOINT_LIMIT", 1024)
 }
-
-// flowInterval paces the record flow of the fault scenarios: about 25 requests/s, mostly small,
-// a seed-sized one every 25th (see mixed).
-const flowInterval = 40 * time.Millisecond
 
 // Scenario 1a: no fault, the weekly-rollup pipeline. Seed-sized and small requests, a few bad ones
 // and one other event: every request answered once, every bad one dead-lettered once.
@@ -44,7 +43,11 @@ func TestScenario01aBaselineWeeklyRollup(t *testing.T) {
 
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
+	// The marked requests go in among a steady flow of good ones, which run on for 15 s.
+	f := s.startFlow(flowInterval(t), mixed)
 	s.mustProduce(reqs...)
+	time.Sleep(15 * time.Second)
+	f.stop()
 	r := s.finish(finishOpts{maxDuplicated: 0})
 	if r.DeadLetters != 4 {
 		t.Errorf("%d dead letters, want 4", r.DeadLetters)
@@ -91,7 +94,7 @@ func TestScenario01bBaselineScenarioWorker(t *testing.T) {
 // time. Each new instance waits out the killed member's session (10s) before it gets partitions.
 func TestScenario02Kill9(t *testing.T) {
 	s := newScenario(t, "2 kill -9 of rollup x5", scenarioOpts{})
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	var committed int64
 	const kills = 5
 	for i := 1; i <= kills; i++ {
@@ -107,7 +110,7 @@ func TestScenario02Kill9(t *testing.T) {
 	f.stop()
 	s.chk.MarkFaultCleared()
 	final.waitReady(t, time.Minute)
-	s.note("%d kills while ~25 req/s flowed; recovery includes the last killed member's 10s session", kills)
+	s.note("%d kills while the flow ran; recovery includes the last killed member's 10s session", kills)
 	s.finish(finishOpts{maxDuplicated: kills * s.partitions * checkpointLimit()})
 	final.stop(t, time.Minute)
 }
@@ -116,7 +119,7 @@ func TestScenario02Kill9(t *testing.T) {
 // commits and leaves the group, so nothing may be processed twice.
 func TestScenario03SigtermRolling(t *testing.T) {
 	s := newScenario(t, "3 SIGTERM rolling restarts, 2 instances", scenarioOpts{})
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	slots := []*rollupProc{s.start("a-0"), s.start("b-0")}
 	for _, p := range slots {
 		p.waitReady(t, time.Minute)
@@ -136,7 +139,7 @@ func TestScenario03SigtermRolling(t *testing.T) {
 	}
 	f.stop()
 	s.chk.MarkFaultCleared()
-	s.note("%d SIGTERM restarts while ~25 req/s flowed", restarts)
+	s.note("%d SIGTERM restarts while the flow ran", restarts)
 	s.finish(finishOpts{maxDuplicated: 0})
 	for _, p := range slots {
 		p.stop(t, time.Minute)
@@ -147,13 +150,53 @@ func TestScenario03SigtermRolling(t *testing.T) {
 // running instance gets SIGTERM (not awaited: it drains and leaves while the churn goes on), a
 // stopped one is started. A process takes about half a second to start and longer to join, so
 // this keeps the group in an almost permanent rebalance. After the churn one instance stays.
+// 4 runs the classic group protocol (the default); 4b the same churn with KIP-848's, where the
+// broker supports it (Kafka 4, the dev broker), so that the two rows compare duplicates and the
+// longest an input waited (the longest pause of a partition under the steady flow).
 func TestScenario04RebalanceChurn(t *testing.T) {
+	churn(t, "4 rebalance churn, 3 instances, classic protocol", "classic")
+}
+
+func TestScenario04bRebalanceChurnKIP848(t *testing.T) {
+	if exactlyOnce {
+		t.Skip("group_protocol consumer is not combined with exactly_once")
+	}
+	if why := noKIP848(); why != "" {
+		t.Skipf("the broker does not serve KIP-848: %s", why)
+	}
+	churn(t, "4b rebalance churn, 3 instances, KIP-848 consumer protocol", "consumer")
+}
+
+// noKIP848 says why the broker cannot run a KIP-848 group ("" when it can): every broker must
+// serve ConsumerGroupHeartbeat v1 (Kafka 4.0).
+func noKIP848() string {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(brk.Addr(), ",")...)}, devbroker.ClientOpts(maxMessageBytes)...)...)
+	if err != nil {
+		return err.Error()
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	vs, err := kadm.NewClient(cl).ApiVersions(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	for _, v := range vs.Sorted() {
+		if max, ok := v.KeyMaxVersion(kmsg.ConsumerGroupHeartbeat.Int16()); !ok || max < 1 {
+			return fmt.Sprintf("broker %d looks like Kafka %s", v.NodeID, v.VersionGuess())
+		}
+	}
+	return ""
+}
+
+func churn(t *testing.T, name, protocol string) {
 	const (
 		churnFor = 40 * time.Second
 		cadence  = 400 * time.Millisecond
 	)
-	s := newScenario(t, "4 rebalance churn, 3 instances", scenarioOpts{})
-	f := s.startFlow(flowInterval, mixed)
+	s := newScenario(t, name, scenarioOpts{})
+	start := func(name string) *rollupProc { return s.start(name, "KAFKA_GROUP_PROTOCOL", protocol) }
+	f := s.startFlow(flowInterval(t), mixed)
 	type slot struct {
 		p        *rollupProc
 		stopping bool
@@ -165,7 +208,7 @@ func TestScenario04RebalanceChurn(t *testing.T) {
 		sl := &slots[i%3]
 		switch {
 		case sl.p == nil || !sl.p.alive():
-			sl.p, sl.stopping = s.start(fmt.Sprintf("slot%d-%d", i%3, i)), false
+			sl.p, sl.stopping = start(fmt.Sprintf("slot%d-%d", i%3, i)), false
 			starts++
 		case !sl.stopping:
 			sl.p.terminate()
@@ -189,7 +232,7 @@ func TestScenario04RebalanceChurn(t *testing.T) {
 	f.stop()
 	s.chk.MarkFaultCleared()
 	if keep == nil {
-		keep = s.start("final")
+		keep = start("final")
 		starts++
 	}
 	unclean := 0
@@ -213,7 +256,8 @@ func TestScenario04RebalanceChurn(t *testing.T) {
 		s.note("%d unclean exits", unclean)
 	}
 	s.note("%d starts and %d SIGTERMs in %v (one toggle per %v)", starts, stops, churnFor, cadence)
-	s.finish(finishOpts{maxDuplicated: (starts + stops) * s.partitions * checkpointLimit()})
+	r := s.finish(finishOpts{maxDuplicated: (starts + stops) * s.partitions * checkpointLimit()})
+	s.note("longest wait %.1f s (%v)", r.MaxWait.Seconds(), r.MaxWaitID)
 	keep.stop(t, time.Minute)
 }
 
@@ -233,7 +277,7 @@ func TestScenario05BrokerKill9(t *testing.T) {
 	s := newScenario(t, "5 broker kill -9 + restart", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	s.waitProgress(0, 2*time.Minute)
 	time.Sleep(5 * time.Second) // records in every stage of the pipeline when the fault hits
 	victim := s.leader(s.in, 0)
@@ -258,7 +302,7 @@ func TestScenario06BrokerPause(t *testing.T) {
 	s := newScenario(t, "6 broker paused 20s", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	s.waitProgress(0, 2*time.Minute)
 	time.Sleep(5 * time.Second) // records in every stage of the pipeline when the fault hits
 	victim := s.leader(s.in, 0)
@@ -437,6 +481,7 @@ func TestScenario10BadInputsUnderLoad(t *testing.T) {
 	p := s.start("rollup-1", "ROLLUP_THREADS", "2")
 	p.waitReady(t, time.Minute)
 	// Under load: everything at once, in a few large produce calls.
+	s.addLoad(fmt.Sprintf("backlog %d", len(reqs)))
 	for i := 0; i < len(reqs); i += 20 {
 		s.mustProduce(reqs[i:min(i+20, len(reqs))]...)
 	}

@@ -161,6 +161,7 @@ func runFailClosed(t *testing.T, name string, b secBroker) {
 	s := newScenario(t, name, scenarioOpts{brokers: strings.Split(b.addr, ","), clientOpts: b.adminOpts})
 	small, _ := pool()
 	s.mustProduce(small[:20]...)
+	s.addLoad("backlog 20")
 	s.note("%s", b.what)
 
 	// With the wrong credentials: watch it for a while.

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strconv"
@@ -59,7 +60,7 @@ func TestScenario11KillInputAndResponseLeader(t *testing.T) {
 	s := newScenario(t, "11 kill -9 of the input+response leader under load", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	s.waitProgress(0, 2*time.Minute)
 	// The victim: the leader of input p0 if it also leads a response partition, else the first
 	// broker that leads partitions of both.
@@ -79,6 +80,7 @@ func TestScenario11KillInputAndResponseLeader(t *testing.T) {
 		backlog = append(backlog, small[i%len(small)])
 	}
 	s.mustProduce(backlog...)
+	s.addLoad(fmt.Sprintf("backlog %d", len(backlog)))
 	time.Sleep(time.Second) // the backlog is in flight
 	before := s.committed()
 	t0 := time.Now()
@@ -106,7 +108,7 @@ func TestScenario12KillController(t *testing.T) {
 	s := newScenario(t, "12 kill -9 of the active controller", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	s.waitProgress(0, 2*time.Minute)
 	time.Sleep(3 * time.Second)
 	ctrl, err := brk.Controller()
@@ -164,7 +166,7 @@ func TestScenario13BelowMinISR(t *testing.T) {
 	s := newScenario(t, "13 two of three brokers stopped (below min ISR)", scenarioOpts{})
 	p := s.start("rollup-1")
 	p.waitReady(t, time.Minute)
-	f := s.startFlow(flowInterval, mixed)
+	f := s.startFlow(flowInterval(t), mixed)
 	s.waitProgress(0, 2*time.Minute)
 	time.Sleep(3 * time.Second)
 
@@ -188,6 +190,7 @@ func TestScenario13BelowMinISR(t *testing.T) {
 		backlog = append(backlog, small[i%len(small)])
 	}
 	s.mustProduce(backlog...)
+	s.addLoad(fmt.Sprintf("backlog %d", len(backlog)))
 	t0 := time.Now()
 	if err := brk.Stop(stopped[1]); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ package fault
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -188,7 +189,8 @@ type scenario struct {
 	clientOpts          []kgo.Opt
 	produced            atomic.Int64
 	notes               []string
-	noFault             bool // recovery is "-"
+	noFault             bool   // recovery is "-"
+	load                string // the table's load column: the flow's rate and share of capacity, any backlog
 	recovery            time.Duration
 	partitions          int
 	row                 *resultRow
@@ -344,43 +346,96 @@ func (s *scenario) mustProduce(reqs ...request) {
 	}
 }
 
-// flow produces mixed requests, one every interval, until stopped; stop returns how many.
+// flow produces requests from next, one every interval, until stopped. Produces are asynchronous
+// (at most flowInFlight unacknowledged, which is the back-pressure a broker outage exerts), so the
+// rate does not depend on the produce round trip.
 type flow struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	n      atomic.Int64
-	err    error
+	s       *scenario
+	cancel  context.CancelFunc
+	done    chan struct{}
+	started time.Time
+	target  float64 // requests/s asked for
+	n       atomic.Int64
+	errs    atomic.Int64
+	stopped sync.Once
 }
+
+const flowInFlight = 256
 
 func (s *scenario) startFlow(interval time.Duration, next func(i int) request) *flow {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &flow{cancel: cancel, done: make(chan struct{})}
+	f := &flow{s: s, cancel: cancel, done: make(chan struct{}), started: time.Now(),
+		target: float64(time.Second) / float64(interval)}
 	go func() {
 		defer close(f.done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for i := 0; ; i++ {
-			if err := s.produce(ctx, next(i)); err != nil {
-				if ctx.Err() == nil {
-					f.err = err
-				}
-				return
-			}
-			f.n.Add(1)
+		// Records in flight when the flow stops get two minutes (every stop comes after the broker
+		// is back), then are abandoned; the checker counts what reached the input topic anyway.
+		pctx, pcancel := context.WithCancel(context.Background())
+		defer pcancel()
+		var wg sync.WaitGroup
+		defer func() {
+			waited := make(chan struct{})
+			go func() { wg.Wait(); close(waited) }()
 			select {
+			case <-waited:
+			case <-time.After(2 * time.Minute):
+				pcancel()
+				<-waited
+			}
+		}()
+		sem := make(chan struct{}, flowInFlight)
+		for i := 0; ; i++ {
+			// Record i is due at started + i*interval: a late loop (a busy machine) catches up
+			// instead of dropping ticks, so the flow keeps the rate asked for on average.
+			if d := time.Until(f.started.Add(time.Duration(i) * interval)); d > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(d):
+				}
+			}
+			select {
+			case sem <- struct{}{}:
 			case <-ctx.Done():
 				return
-			case <-t.C:
 			}
+			wg.Add(1)
+			s.prod.Produce(pctx, next(i).record(s.in), func(_ *kgo.Record, err error) {
+				defer wg.Done()
+				<-sem
+				if err != nil {
+					f.errs.Add(1)
+					return
+				}
+				s.produced.Add(1)
+				f.n.Add(1)
+			})
 		}
 	}()
 	s.t.Cleanup(f.stop)
 	return f
 }
 
+// stop ends the flow, waits for its records to be acknowledged, and puts the rate asked for into
+// the row's load column (and a note if the flow fell short of it).
 func (f *flow) stop() {
-	f.cancel()
-	<-f.done
+	f.stopped.Do(func() {
+		f.cancel()
+		<-f.done
+		load := fmt.Sprintf("%.0f req/s", f.target)
+		if capacityRate > 0 {
+			load += fmt.Sprintf(" (%.0f %%)", 100*f.target/capacityRate)
+		}
+		f.s.addLoad(load)
+		if e := f.errs.Load(); e > 0 {
+			f.s.note("%d flow records not acknowledged (the checker counts those that were written)", e)
+		}
+		// Below the rate asked for only while the cluster refused or delayed writes (the flow
+		// catches up otherwise, up to flowInFlight records unacknowledged).
+		if rate := float64(f.n.Load()) / time.Since(f.started).Seconds(); rate < 0.9*f.target {
+			f.s.note("the flow averaged %.0f req/s: writes were refused or slow for a while", rate)
+		}
+	})
 }
 
 // leader returns the id of the broker leading topic's partition, from a fresh metadata request.
@@ -433,6 +488,14 @@ func (s *scenario) waitProgress(from int64, timeout time.Duration) int64 {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// addLoad adds to the row's load column ("25 req/s (70 %)", "backlog 300").
+func (s *scenario) addLoad(what string) {
+	if s.load != "" {
+		s.load += " + "
+	}
+	s.load += what
 }
 
 func (s *scenario) note(format string, args ...any) {
@@ -528,6 +591,7 @@ func (s *scenario) record() {
 		s.note("stopped before the check (see the test log)")
 	}
 	row.passed = row.passed && !s.t.Failed()
+	row.load = cmp.Or(s.load, "-")
 	row.notes = strings.Join(s.notes, "; ")
 	results.add(*row)
 }
