@@ -51,6 +51,8 @@ func produceToNewPartition(t *testing.T, cl *kgo.Client, r *kgo.Record) {
 	t.Helper()
 	deadline := time.Now().Add(stopTimeout)
 	for {
+		// kgo keeps the first attempt's (now cancelled) context in r.Context: clear it.
+		r.Context = nil
 		pctx, pcancel := context.WithTimeout(context.Background(), stopTimeout)
 		err := cl.ProduceSync(pctx, r).FirstErr()
 		pcancel()
