@@ -2,11 +2,16 @@ package kafka
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redpanda-data/benthos/v4/public/service"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // An exactly-once output writes through the input's transactional client, so producer settings it
@@ -79,5 +84,42 @@ func TestTxnHubWait(t *testing.T) {
 	}
 	if h.current() != nil {
 		t.Fatal("current client with no session published")
+	}
+}
+
+// TestExactlyOnceUnusableProducerIDIsAFence: when the transactional producer id cannot be
+// initialized (INVALID_PRODUCER_EPOCH, as when two instances with one transactional id
+// re-initialize at once), the session ends as fenced (Read: ErrNotConnected, so Benthos
+// reconnects) rather than running transactions that cannot write. kgo's BeginTransaction reports
+// the unusable id; this pins that the session acts on it, even on an idle topic.
+func TestExactlyOnceUnusableProducerIDIsAFence(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "idle"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.ControlKey(int16(kmsg.InitProducerID), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		resp := kreq.ResponseKind().(*kmsg.InitProducerIDResponse)
+		resp.ErrorCode = kerr.InvalidProducerEpoch.Code
+		return resp, nil, true
+	})
+	conf, err := kafkaInputSpec().ParseYAML(fmt.Sprintf(
+		"{ seed_brokers: [ %q ], topics: [ idle ], consumer_group: g, exactly_once: true, transactional_id: t1 }", c.ListenAddrs()[0]), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := newKafkaInputFromParsedConf(conf, service.MockResources())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := in.Connect(ctx); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	if _, _, err := in.Read(ctx); !errors.Is(err, service.ErrNotConnected) {
+		t.Fatalf("Read: %v, want ErrNotConnected once the producer id proved unusable", err)
 	}
 }

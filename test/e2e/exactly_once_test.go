@@ -184,6 +184,15 @@ func TestExactlyOnceCrash(t *testing.T) {
 // not ready and says why, and a read_committed reader still sees every outcome exactly once.
 func TestExactlyOnceZombieFenced(t *testing.T) {
 	f := newFixture(t, 2, 2)
+	if !f.b.Real() {
+		// On the embedded broker (kfake) this test stalled twice on a busy machine (once in
+		// CI): after fencing each other once, both instances logged kgo's "fatal
+		// InitProducerID error ... INVALID_PRODUCER_EPOCH" and then consumed nothing for 3
+		// minutes, without another error. On Kafka 3.9 and 4.4 it has passed in every CI run.
+		// The cause is not found yet (kfake's transaction coordinator is the suspect, not
+		// proven), so the test runs against real Kafka only.
+		t.Skip("runs against real Kafka only (KAFKA_BOOTSTRAP_SERVERS): see the comment")
+	}
 	recs, bad := mixedInputs(400, 0, 4)
 	f.b.Produce(t, f.in, recs...)
 	txnID := f.b.Group("eos-zombie")
