@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"strings"
 	"sync"
@@ -527,14 +528,7 @@ func TestInputGroupProtocolConsumerRefusedWithoutKIP848(t *testing.T) {
 	yaml := func(proto string) string {
 		return fmt.Sprintf("{ seed_brokers: [ %q ], topics: [ t ], consumer_group: g, group_protocol: %s }", c.ListenAddrs()[0], proto)
 	}
-	conf, err := kafkaInputSpec().ParseYAML(yaml(groupConsumer), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := newKafkaInputFromParsedConf(conf, service.MockResources())
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := inputForConnTest(t, yaml(groupConsumer), io.Discard)
 	defer in.Close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -544,11 +538,7 @@ func TestInputGroupProtocolConsumerRefusedWithoutKIP848(t *testing.T) {
 		t.Fatalf("Connect: %v", err)
 	}
 	// The same configuration with the classic protocol connects.
-	conf, _ = kafkaInputSpec().ParseYAML(yaml(groupClassic), nil)
-	classic, err := newKafkaInputFromParsedConf(conf, service.MockResources())
-	if err != nil {
-		t.Fatal(err)
-	}
+	classic := inputForConnTest(t, yaml(groupClassic), io.Discard)
 	defer classic.Close(context.Background())
 	if err := classic.Connect(ctx); err != nil {
 		t.Fatalf("classic: %v", err)

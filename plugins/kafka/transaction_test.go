@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -104,15 +105,8 @@ func TestExactlyOnceUnusableProducerIDIsAFence(t *testing.T) {
 		resp.ErrorCode = kerr.InvalidProducerEpoch.Code
 		return resp, nil, true
 	})
-	conf, err := kafkaInputSpec().ParseYAML(fmt.Sprintf(
-		"{ seed_brokers: [ %q ], topics: [ idle ], consumer_group: g, exactly_once: true, transactional_id: t1 }", c.ListenAddrs()[0]), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := newKafkaInputFromParsedConf(conf, service.MockResources())
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := inputForConnTest(t, fmt.Sprintf(
+		"{ seed_brokers: [ %q ], topics: [ idle ], consumer_group: g, exactly_once: true, transactional_id: t1 }", c.ListenAddrs()[0]), io.Discard)
 	defer in.Close(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
