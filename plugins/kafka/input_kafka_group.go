@@ -89,22 +89,35 @@ func (i *kafkaInput) checkGroupProtocol(ctx context.Context) error {
 	defer cl.Close()
 	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
 	defer cancel()
-	versions, err := kadm.NewClient(cl).ApiVersions(pctx)
+	why, err := kip848Missing(pctx, kadm.NewClient(cl))
 	if err != nil {
-		return fmt.Errorf("reach brokers: %w", annotateClientErr(cl, err))
+		return annotateClientErr(cl, err)
+	}
+	if why != "" {
+		d := i.backoff.failed()
+		return fmt.Errorf("field %q is %q, which needs Kafka 4.0 or later (KIP-848), but %s; set it to %q (next attempt in %v)",
+			inFieldGroupProtocol, groupConsumer, why, groupClassic, d)
+	}
+	return nil
+}
+
+// kip848Missing says which broker cannot run a KIP-848 group ("" when every one can): each must
+// serve ConsumerGroupHeartbeat v1 (Kafka 4.0), the version kgo implements (client-chosen member
+// ids). err is set when a broker does not answer.
+func kip848Missing(ctx context.Context, adm *kadm.Client) (why string, err error) {
+	versions, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reach brokers: %w", err)
 	}
 	for _, v := range versions.Sorted() {
 		if v.Err != nil {
-			return fmt.Errorf("broker %d: api versions: %w", v.NodeID, annotateClientErr(cl, v.Err))
+			return "", fmt.Errorf("broker %d: api versions: %w", v.NodeID, v.Err)
 		}
-		// Version 1 (Kafka 4.0) is the one kgo implements: client-chosen member ids.
 		if max, ok := v.KeyMaxVersion(kmsg.ConsumerGroupHeartbeat.Int16()); !ok || max < 1 {
-			d := i.backoff.failed()
-			return fmt.Errorf("field %q is %q, which needs Kafka 4.0 or later (KIP-848), but broker %d does not serve ConsumerGroupHeartbeat v1 (it looks like Kafka %s); set it to %q (next attempt in %v)",
-				inFieldGroupProtocol, groupConsumer, v.NodeID, v.VersionGuess(), groupClassic, d)
+			return fmt.Sprintf("broker %d does not serve ConsumerGroupHeartbeat v1 (it looks like Kafka %s)", v.NodeID, v.VersionGuess()), nil
 		}
 	}
-	return nil
+	return "", nil
 }
 
 // groupOpts are the client options of both kinds of session: connection, group, fetching.

@@ -17,7 +17,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
@@ -504,14 +503,12 @@ func skipWithoutKIP848(t *testing.T, adm *kadm.Client) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	vs, err := adm.ApiVersions(ctx)
+	why, err := kip848Missing(ctx, adm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range vs.Sorted() {
-		if max, ok := v.KeyMaxVersion(kmsg.ConsumerGroupHeartbeat.Int16()); !ok || max < 1 {
-			t.Skipf("broker %d (Kafka %s) does not serve KIP-848", v.NodeID, v.VersionGuess())
-		}
+	if why != "" {
+		t.Skipf("no KIP-848: %s", why)
 	}
 }
 
