@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -56,6 +57,7 @@ type partitionState struct {
 
 	mark      kgo.EpochOffset // commit position; Offset < 0 until a record is finished
 	committed int64           // last offset committed successfully (-1: none)
+	first     int64           // offset of the first record handed out in this assignment (-1: none)
 	highWater int64           // high watermark from the latest fetch (-1: unknown)
 	paused    bool            // fetching should be paused: buffered + window reached the limit
 }
@@ -142,6 +144,7 @@ func (c *checkpointer) assign(tps []topicPartition) {
 			nextOffset: -1,
 			mark:       kgo.EpochOffset{Epoch: -1, Offset: -1},
 			committed:  -1,
+			first:      -1,
 			highWater:  -1,
 		}
 		c.parts[tp] = p
@@ -193,7 +196,12 @@ func (c *checkpointer) forgetLocked(p *partitionState) {
 // So a late ack can never commit a revoked partition: the flag and the mark it would move are
 // read and written under the same mutex, and the only commit carrying P after the revoke began
 // uses the position read in step 3.
-func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
+//
+// reread counts the records of these partitions the next owner processes again although this
+// member processed them or still is: those finished out of order behind a record that did not
+// finish (17 above), those still in the pipeline (16, 18, 19), and if the commit fails every
+// finished record since the last commit.
+func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) (reread rereadCount, err error) {
 	c.commitMu.Lock()
 	defer c.commitMu.Unlock()
 
@@ -201,12 +209,15 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 
 	c.mu.Lock()
 	offsets := make(map[string]map[int32]kgo.EpochOffset)
+	var ifFails, ifCommitted rereadCount
 	for _, tp := range tps {
 		p, ok := c.parts[tp]
 		if !ok {
 			continue
 		}
 		c.forgetLocked(p)
+		ifFails.add(p.rereadLocked(false))
+		ifCommitted.add(p.rereadLocked(true))
 		if p.mark.Offset > p.committed {
 			addOffset(offsets, tp, p.mark)
 		}
@@ -214,11 +225,14 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) error {
 	c.mu.Unlock()
 
 	if len(offsets) == 0 {
-		return nil
+		return ifCommitted, nil
 	}
 	cctx, cancel := c.commitContext(ctx)
 	defer cancel()
-	return c.commit(cctx, offsets)
+	if err := c.commit(cctx, offsets); err != nil {
+		return ifFails, err
+	}
+	return ifCommitted, nil
 }
 
 // commitContext is the context of a revoke's commit: ctx's values but not its deadline (the drain
@@ -275,14 +289,67 @@ func (c *checkpointer) drainBeforeRevoke(ctx context.Context, tps []topicPartiti
 // then land with the new generation; it carries only offsets of records this member finished, so
 // at worst it moves a new owner's position back to one it already passed, and records are
 // processed twice, never lost.
-func (c *checkpointer) lost(tps []topicPartition) {
+//
+// It returns what the next owner (this member again, after it rejoins) processes again: the
+// finished records not committed, and those still in the pipeline, which this member's pipeline
+// still finishes (their acks are ignored). That is where at-least-once duplicates come from when
+// a session is lost, so the session logs it and counts it.
+func (c *checkpointer) lost(tps []topicPartition) (reread rereadCount) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, tp := range tps {
 		if p, ok := c.parts[tp]; ok {
 			c.forgetLocked(p)
+			reread.add(p.rereadLocked(false))
 		}
 	}
+	return reread
+}
+
+// rereadCount is what a partition's next owner processes again of what this member processed.
+type rereadCount struct {
+	finished int64 // finished, but no commit covers them
+	inFlight int64 // handed out and not finished: with the pipeline, or waiting for re-delivery
+}
+
+func (r *rereadCount) add(o rereadCount) {
+	r.finished += o.finished
+	r.inFlight += o.inFlight
+}
+
+func (r rereadCount) total() int64 { return r.finished + r.inFlight }
+
+// String is the phrase every log line about records processed again ends with (operators grep
+// for it; the fault suite sums it).
+func (r rereadCount) String() string {
+	return fmt.Sprintf("to process again: %d finished, %d in flight", r.finished, r.inFlight)
+}
+
+// rereadLocked counts p's records that its next owner processes again. Finished ones count if no
+// commit covers them: with committed false, those past the last successful commit (or, with no
+// commit yet, past where the assignment started; counted in offsets, so a transaction marker or a
+// compacted gap counts as one) and those finished out of order in the window; with committed true
+// (the commit of p's mark succeeds) only the latter. Caller holds mu.
+func (p *partitionState) rereadLocked(committed bool) rereadCount {
+	var r rereadCount
+	for _, f := range p.window {
+		if f.acked {
+			r.finished++
+		} else {
+			r.inFlight++
+		}
+	}
+	if committed {
+		return r
+	}
+	base := p.committed
+	if base < 0 {
+		base = p.first // nothing committed in this assignment: it started at the group's offset
+	}
+	if base >= 0 && p.mark.Offset > base {
+		r.finished += p.mark.Offset - base
+	}
+	return r
 }
 
 // add buffers fetched records of a partition. Records of a partition not assigned (or already
@@ -344,6 +411,9 @@ func (c *checkpointer) next() *delivery {
 			r := p.buffered[0]
 			p.buffered[0] = nil
 			p.buffered = p.buffered[1:]
+			if p.first < 0 {
+				p.first = r.Offset
+			}
 			p.window = append(p.window, flight{offset: r.Offset, epoch: r.LeaderEpoch})
 			p.out++
 			return &delivery{p: p, rec: r, out: true, lag: p.lagAfter(r.Offset)}

@@ -221,7 +221,7 @@ func TestCheckpointConcurrentAcksAndRevoke(t *testing.T) {
 				_ = c.commitAll(context.Background())
 			}
 		}()
-		if err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
+		if _, err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
 			t.Fatal(err)
 		}
 		ackedMu.Lock()
@@ -248,7 +248,7 @@ func TestCheckpointLateAckAfterRevokeCommitsNothing(t *testing.T) {
 	for _, i := range []int{0, 1, 2, 3, 4, 6} {
 		c.ack(ds[i], nil)
 	}
-	if err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
+	if _, err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
 		t.Fatal(err)
 	}
 	if got := rec.all(); len(got) != 1 || got[0][tp] != 5 {
@@ -309,12 +309,82 @@ func TestCheckpointLostCommitsNothing(t *testing.T) {
 	if err := c.commitAll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
+	if _, err := c.revoke(context.Background(), []topicPartition{tp}); err != nil {
 		t.Fatal(err)
 	}
 	if got := rec.all(); len(got) != 0 {
 		t.Fatalf("lost partition committed: %v", got)
 	}
+}
+
+// TestCheckpointCountsWhatIsProcessedAgain: lost and revoke report what the partition's next owner
+// processes again of what this member processed, the numbers the session logs and counts in
+// kafka_reprocessed_records_total: finished records no commit covers (past the last successful
+// commit, or with no commit yet past where the assignment started, plus those finished out of
+// order) and records still in flight. Ten records, 100 to 109, are handed out in each case.
+func TestCheckpointCountsWhatIsProcessedAgain(t *testing.T) {
+	tp := topicPartition{"t", 0}
+	setup := func(failErr error) (*checkpointer, []*delivery) {
+		rec := &commitRecorder{failErr: failErr}
+		c := newCheckpointer(16, rec.commit)
+		c.assign([]topicPartition{tp})
+		c.add(tp, 110, records(tp, 100, 110))
+		return c, handOut(c, 10)
+	}
+	check := func(t *testing.T, what string, got rereadCount, finished, inFlight int64) {
+		t.Helper()
+		if got.finished != finished || got.inFlight != inFlight {
+			t.Fatalf("%s reports %+v, want %d finished and %d in flight", what, got, finished, inFlight)
+		}
+	}
+
+	t.Run("lost before any commit", func(t *testing.T) {
+		c, ds := setup(nil)
+		c.ack(ds[0], nil)
+		c.ack(ds[1], nil)
+		check(t, "lost", c.lost([]topicPartition{tp}), 2, 8)
+	})
+	t.Run("lost after a commit", func(t *testing.T) {
+		c, ds := setup(nil)
+		for _, d := range ds[:4] {
+			c.ack(d, nil)
+		}
+		if err := c.commitAll(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.ack(ds[4], nil)
+		c.ack(ds[5], nil)
+		c.ack(ds[8], nil) // out of order: 106 and 107 are still in the pipeline
+		// 104, 105 and 108 finished (100-103 are committed); 106, 107 and 109 in flight.
+		check(t, "lost", c.lost([]topicPartition{tp}), 3, 3)
+	})
+	t.Run("revoke whose commit lands", func(t *testing.T) {
+		c, ds := setup(nil)
+		c.ack(ds[0], nil)
+		c.ack(ds[3], nil)
+		n, err := c.revoke(context.Background(), []topicPartition{tp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 100 is committed; 103 finished behind 101; 101, 102, 104-109 in flight.
+		check(t, "revoke", n, 1, 8)
+	})
+	t.Run("revoke whose commit fails", func(t *testing.T) {
+		c, ds := setup(errors.New("coordinator not available"))
+		c.ack(ds[0], nil)
+		c.ack(ds[1], nil)
+		c.ack(ds[3], nil)
+		n, err := c.revoke(context.Background(), []topicPartition{tp})
+		if err == nil {
+			t.Fatal("revoke: want the commit error")
+		}
+		// Nothing committed: 100, 101 and 103 finished; the other seven in flight.
+		check(t, "revoke", n, 3, 7)
+	})
+	t.Run("nothing finished", func(t *testing.T) {
+		c, _ := setup(nil)
+		check(t, "lost", c.lost([]topicPartition{tp}), 0, 10)
+	})
 }
 
 // TestCheckpointShutdownCommitsContiguous: at shutdown nothing more is handed out, the commit stops
@@ -362,7 +432,7 @@ func TestCheckpointShutdownCommitsContiguous(t *testing.T) {
 	c2.ack(ds[0], nil)
 	c2.stopHandingOut(time.Now().Add(time.Minute))
 	start := time.Now()
-	if err := c2.revoke(context.Background(), []topicPartition{tp2}); err != nil {
+	if _, err := c2.revoke(context.Background(), []topicPartition{tp2}); err != nil {
 		t.Fatal(err)
 	}
 	if waited := time.Since(start); waited > 5*time.Second {
@@ -397,7 +467,7 @@ func TestCheckpointRevokeCommitHasItsOwnDeadline(t *testing.T) {
 	time.AfterFunc(budget/3, func() { c.ack(ds[1], nil); c.ack(ds[2], nil) })
 	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	defer cancel()
-	if err := c.revoke(ctx, []topicPartition{tp}); err != nil {
+	if _, err := c.revoke(ctx, []topicPartition{tp}); err != nil {
 		t.Fatalf("revoke after a drain that used its budget: %v", err)
 	}
 	if got, ok := rec.last(tp); !ok || got != 3 {
@@ -522,7 +592,7 @@ func TestCheckpointRevokeWaitsForCommitInFlight(t *testing.T) {
 		c.ack(d, nil)
 	}
 	revoked := make(chan error)
-	go func() { revoked <- c.revoke(context.Background(), []topicPartition{tp}) }()
+	go func() { _, err := c.revoke(context.Background(), []topicPartition{tp}); revoked <- err }()
 	close(release)
 	if err := <-periodic; err != nil {
 		t.Fatal(err)
@@ -578,7 +648,7 @@ func TestCheckpointRevokeWaitsForInFlight(t *testing.T) {
 	c.ack(ds[0], nil)
 
 	revoked := make(chan error, 1)
-	go func() { revoked <- c.revoke(context.Background(), []topicPartition{tp}) }()
+	go func() { _, err := c.revoke(context.Background(), []topicPartition{tp}); revoked <- err }()
 	// Until the in-flight records finish the revoke waits, and hands out nothing more.
 	for !func() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.parts[tp] != nil && c.parts[tp].draining }() {
 		time.Sleep(time.Millisecond)
@@ -609,7 +679,7 @@ func TestCheckpointRevokeWaitsForInFlight(t *testing.T) {
 	ds = handOut(c, 3)
 	c.ack(ds[0], nil)
 	c.ack(ds[2], nil)
-	if err := c.revoke(context.Background(), []topicPartition{tp2}); err != nil {
+	if _, err := c.revoke(context.Background(), []topicPartition{tp2}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := rec.last(tp2); got != 1 {

@@ -106,7 +106,12 @@ Gauges `+"`kafka_consumer_lag`"+` (high watermark minus the commit position) and
 pipeline is the bottleneck); counter `+"`kafka_redeliveries_total`"+` by `+"`topic`"+` and `+"`partition`"+`
 (records the pipeline rejected and that are delivered again: a rising rate means an output keeps
 failing); counters `+"`kafka_commits_total`"+`, `+"`kafka_commit_errors_total`"+` and
-`+"`kafka_rebalances_total`"+`.
+`+"`kafka_rebalances_total`"+`; counter `+"`kafka_reprocessed_records_total`"+` (records this member
+processed, or was still processing, when it gave up their partitions without a commit covering them:
+a lost session, a failed commit on revoke or at shutdown, records finished out of order or still in
+the pipeline at a revoke. The partition's next owner processes them again: this counts the
+duplicates at-least-once delivery can produce without a crash. Each such event is logged with "to
+process again: N finished, M in flight").
 
 ### Record size
 
@@ -266,7 +271,7 @@ type consumerSession interface {
 type inputMetrics struct {
 	lag, inFlight, paused                          *service.MetricGauge
 	commits, commitErrors, rebalances, redelivered *service.MetricCounter
-	txnCommits, txnAborts                          *service.MetricCounter
+	txnCommits, txnAborts, reread                  *service.MetricCounter
 }
 
 func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resources) (*kafkaInput, error) {
@@ -368,6 +373,7 @@ func newKafkaInputFromParsedConf(conf *service.ParsedConfig, mgr *service.Resour
 		redelivered:  m.NewCounter("kafka_redeliveries_total", "topic", "partition"),
 		txnCommits:   m.NewCounter("kafka_transactions_committed_total"),
 		txnAborts:    m.NewCounter("kafka_transactions_aborted_total"),
+		reread:       m.NewCounter("kafka_reprocessed_records_total"),
 	}
 	if err := i.exactlyOnceFromConfig(conf, mgr); err != nil {
 		return nil, err

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
@@ -308,6 +310,7 @@ type streamOpts struct {
 	stage   func(ctx context.Context, msg *service.Message) error // optional processor
 	consume service.MessageHandlerFunc
 	metrics *testMetrics
+	logs    io.Writer // optional: the stream's log at INFO and above, as text
 }
 
 // runStream builds and starts a stream: kafka input, optional test processor, consumer func.
@@ -321,7 +324,11 @@ func runStream(t *testing.T, o streamOpts) *service.Stream {
 			t.Fatal(err)
 		}
 	}
-	must(sb.SetLoggerYAML("level: " + cmp.Or(os.Getenv("TEST_LOG_LEVEL"), "warn")))
+	if o.logs != nil {
+		sb.SetLogger(slog.New(slog.NewTextHandler(o.logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
+	} else {
+		must(sb.SetLoggerYAML("level: " + cmp.Or(os.Getenv("TEST_LOG_LEVEL"), "warn")))
+	}
 	must(sb.AddInputYAML(o.input))
 	if o.threads > 0 {
 		sb.SetThreads(o.threads)

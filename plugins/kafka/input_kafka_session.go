@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -343,16 +346,27 @@ func (s *session) onAssigned(_ context.Context, _ *kgo.Client, assigned map[stri
 // checkpointer.revoke for the walkthrough. kgo also calls it when the client leaves the group. The
 // records still in the pipeline get revoke_timeout to finish; the commit then has its own deadline.
 func (s *session) onRevoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
-	if err := s.cp.revoke(context.Background(), flatten(revoked)); err != nil {
-		s.log.Warnf("kafka input: commit on revoke: %v (the next owner re-reads from the last commit)", err)
+	reread, err := s.cp.revoke(context.Background(), flatten(revoked))
+	if err != nil {
+		s.log.Warnf("kafka input: commit on revoke of %s: %v; the next owner re-reads from the last commit (%v)",
+			describeParts(revoked), err, reread)
+	} else if reread.total() > 0 {
+		s.log.Infof("kafka input: revoked %s; the next owner re-reads what had not finished in order (%v)",
+			describeParts(revoked), reread)
 	}
+	s.countReread(reread)
 	s.syncPause()
 	s.updateGauges()
 }
 
 // onLost forgets partitions without committing (the session expired or failed).
 func (s *session) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	s.cp.lost(flatten(lost))
+	reread := s.cp.lost(flatten(lost))
+	if len(lost) > 0 {
+		s.log.Warnf("kafka input: lost partitions %s (the group session expired or the coordinator no longer knows this member); they are re-read from the last commit (%v)",
+			describeParts(lost), reread)
+	}
+	s.countReread(reread)
 	s.joined.Store(false)
 	s.syncPause()
 	s.updateGauges()
@@ -406,8 +420,38 @@ func (s *session) shutdown(final bool) {
 		s.log.Warnf("kafka input: shutdown: the client did not close within shutdown_timeout (%s)", why)
 	}
 	s.joined.Store(false)
-	s.cp.lost(flatten(s.allTracked()))
+	if reread := s.cp.lost(flatten(s.allTracked())); reread.total() > 0 {
+		s.log.Warnf("kafka input: shutdown: partitions left without a final commit; the next owner re-reads from the last commit (%v)", reread)
+		s.countReread(reread)
+	}
 	s.updateGauges()
+}
+
+// countReread adds to kafka_reprocessed_records_total the records this member processed (or still
+// is processing) that their partition's next owner processes again: at-least-once duplicates.
+func (s *session) countReread(r rereadCount) {
+	if n := r.total(); n > 0 {
+		s.in.metrics.reread.Incr(n)
+	}
+}
+
+// describeParts formats an assignment for a log line, sorted: "topic[0 2]".
+func describeParts(m map[string][]int32) string {
+	topics := make([]string, 0, len(m))
+	for t := range m {
+		topics = append(topics, t)
+	}
+	sort.Strings(topics)
+	var b strings.Builder
+	for i, t := range topics {
+		ps := slices.Clone(m[t])
+		slices.Sort(ps)
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s%v", t, ps)
+	}
+	return b.String()
 }
 
 // allTracked lists the partitions the checkpointer still tracks (none after a clean leave).

@@ -15,8 +15,10 @@ import (
 
 	"github.com/redpanda-data/benthos/v4/public/service"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
@@ -539,6 +541,65 @@ func TestInputGroupProtocolConsumerRefusedWithoutKIP848(t *testing.T) {
 	defer classic.Close(context.Background())
 	if err := classic.Connect(ctx); err != nil {
 		t.Fatalf("classic: %v", err)
+	}
+}
+
+// TestInputLostSessionCountsWhatIsProcessedAgain: commits fail (the coordinator refuses them) while
+// every record is processed, then the coordinator forgets the member (a heartbeat answered
+// UNKNOWN_MEMBER_ID, as after a coordinator failover that lost the membership). The member rejoins
+// and processes again everything after the last commit: nothing is lost, and the duplicates are
+// exactly what the input reported in its log and in kafka_reprocessed_records_total. In-process
+// kfake, for its fault injection.
+func TestInputLostSessionCountsWhatIsProcessedAgain(t *testing.T) {
+	const n = 40
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()[0]
+	adm := adminClient(t, brokers)
+	topic := createTopic(t, adm, 1)
+	group := uniqueName(t, "group")
+	produce(t, brokers, topic, 0, n)
+
+	commitsFail := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Group: group, Count: -1})
+	tr := newTracker()
+	metrics := &testMetrics{}
+	var logs syncBuffer
+	st := runStream(t, streamOpts{
+		input:   inputConf(brokers, topic, group, 8),
+		metrics: metrics,
+		logs:    &logs,
+		consume: func(_ context.Context, msg *service.Message) error {
+			id := recordID(msg)
+			tr.see(id)
+			tr.ack(id)
+			return nil
+		},
+	})
+	defer func() { _ = st.StopWithin(10 * time.Second) }()
+	waitFor(t, "every record processed once", func() bool { _, d, _ := tr.counts(); return d == n })
+	if v, _ := metrics.get("kafka_commit_errors_total"); v < 1 {
+		t.Fatalf("kafka_commit_errors_total = %d while the coordinator refuses commits", v)
+	}
+
+	c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Heartbeat}, Group: group, TopLevel: true, Err: kerr.UnknownMemberID})
+	waitFor(t, "the lost partitions reported", func() bool { v, _ := metrics.get("kafka_reprocessed_records_total"); return v > 0 })
+	commitsFail.Remove()
+	waitFor(t, "everything processed again and committed", func() bool {
+		committed, end, err := committedAndEnd(adm, group, topic)
+		_, d, _ := tr.counts()
+		return err == nil && d == 2*n && allCommitted(committed, end)
+	})
+
+	unique, deliveries, _ := tr.counts()
+	reported, _ := metrics.get("kafka_reprocessed_records_total")
+	if unique != n || deliveries-unique != n || reported != n {
+		t.Errorf("records %d: unique %d, processed again %d, reported %d", n, unique, deliveries-unique, reported)
+	}
+	if want := fmt.Sprintf("to process again: %d finished, 0 in flight", n); !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %q:\n%s", want, logs.String())
 	}
 }
 

@@ -342,6 +342,26 @@ func (s *procSet) add(p *rollupProc) *rollupProc {
 	return p
 }
 
+// reprocessRe matches what the kafka input logs when it gives up partitions without a commit
+// covering everything it processed (a lost session, a failed commit on revoke or at shutdown,
+// records finished out of order or in flight at a revoke; plugins/kafka/input_kafka_session.go):
+// "to process again: N finished, M in flight". The next owner processes those again: they are the
+// duplicates at-least-once produces without a crash.
+var reprocessRe = regexp.MustCompile(`to process again: (\d+) finished, (\d+) in flight`)
+
+// reprocessReported sums those counts over every process of the set, and counts the log lines.
+func (s *procSet) reprocessReported() (records, lines int) {
+	for _, p := range s.all() {
+		for _, m := range reprocessRe.FindAllStringSubmatch(p.log(), -1) {
+			finished, _ := strconv.Atoi(m[1])
+			inFlight, _ := strconv.Atoi(m[2])
+			records += finished + inFlight
+			lines++
+		}
+	}
+	return records, lines
+}
+
 func (s *procSet) all() []*rollupProc {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -293,7 +293,7 @@ func TestScenario05BrokerKill9(t *testing.T) {
 	f.stop() // the records the producer held during the outage are written now
 	s.chk.MarkFaultCleared()
 	s.note("%s down %.0fs", s.brokerName(victim, "leader of input p0"), down.Seconds())
-	s.finishBrokerFault(p, down)
+	s.finishBrokerFault(p)
 }
 
 // Scenario 6: the broker leading the input's partition 0 is frozen (SIGSTOP) for 20s, then
@@ -314,11 +314,10 @@ func TestScenario06BrokerPause(t *testing.T) {
 	if err := brk.Resume(victim); err != nil {
 		t.Fatal(err)
 	}
-	down := time.Since(t0)
 	f.stop()
 	s.chk.MarkFaultCleared()
-	s.note("%s paused", s.brokerName(victim, "leader of input p0"))
-	s.finishBrokerFault(p, down)
+	s.note("%s paused %.0fs", s.brokerName(victim, "leader of input p0"), time.Since(t0).Seconds())
+	s.finishBrokerFault(p)
 }
 
 // Scenario 7: a response larger than the output topic's max.message.bytes (2000 bytes here). The
