@@ -161,6 +161,32 @@ func (c *Checker) MarkFaultCleared() time.Time {
 	return c.cleared
 }
 
+// Committed returns the sum of the group's committed offsets on the input topic (partitions
+// without a commit count 0). Unlike end minus lag it does not depend on the partitions' high
+// watermarks, which a newly elected leader can report behind the old one's for a moment, so it
+// never appears to move backwards during a broker fault.
+func (c *Checker) Committed(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	committed, err := c.adm.FetchOffsetsForTopics(ctx, c.cfg.Group, c.cfg.InputTopic)
+	if err == nil {
+		err = committed.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return 0, nil // kfake's answer for a group that never committed
+	}
+	if err != nil {
+		return 0, fmt.Errorf("committed offsets of group %q: %w", c.cfg.Group, err)
+	}
+	var sum int64
+	committed.Each(func(o kadm.OffsetResponse) {
+		if o.At > 0 {
+			sum += o.At
+		}
+	})
+	return sum, nil
+}
+
 // Lag returns the group's total lag on the input topic (end offsets minus committed offsets, a
 // partition without a commit counting from its start) and the total end offset.
 func (c *Checker) Lag(ctx context.Context) (lag, end int64, err error) {
