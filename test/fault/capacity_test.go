@@ -4,6 +4,7 @@ package fault
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -33,6 +34,20 @@ func flowInterval(t *testing.T) time.Duration {
 		t.Fatal("the capacity measurement failed (see scenario 0), so the load cannot be set")
 	}
 	return time.Duration(float64(time.Second) / (loadShare * capacityRate))
+}
+
+// commitAllowance bounds how long answered records wait for their commit: the kafka input commits as
+// soon as an acknowledgement moves a position, one commit at a time, so a record acknowledged just
+// after a commit left waits for that round trip and its own (well under 50 ms each on the test
+// cluster, whose offset commits are replicated to three brokers).
+const commitAllowance = 100 * time.Millisecond
+
+// crashDupBound is what one crash of an at-least-once process may answer twice: the records in
+// flight (the checkpoint window of each of its partitions) plus those acknowledged within the
+// commit allowance at the measured capacity (the rate of a member working off a backlog, as a new
+// member does after waiting out a killed one's session).
+func crashDupBound(partitions int) int {
+	return partitions*checkpointLimit() + int(math.Ceil(capacityRate*commitAllowance.Seconds()))
 }
 
 // TestScenario00Capacity measures the capacity first when the whole suite runs.

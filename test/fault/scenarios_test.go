@@ -111,7 +111,7 @@ func TestScenario02Kill9(t *testing.T) {
 	s.chk.MarkFaultCleared()
 	final.waitReady(t, time.Minute)
 	s.note("%d kills while the flow ran; recovery includes the last killed member's 10s session", kills)
-	s.finish(finishOpts{maxDuplicated: kills * s.partitions * checkpointLimit()})
+	s.finish(finishOpts{maxDuplicated: kills * crashDupBound(s.partitions)})
 	final.stop(t, time.Minute)
 }
 
