@@ -140,7 +140,10 @@ func (r *resultRows) markdown(broker string) string {
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---|---|\n")
 	rows := slices.Clone(r.rows)
 	// Issue 4's numbering, whatever order the tests ran in.
-	slices.SortStableFunc(rows, func(a, b resultRow) int { return cmp.Compare(leadingNumber(a.scenario), leadingNumber(b.scenario)) })
+	// Within a number (1a and 1b, 9a and 9b, which run in parallel) by name.
+	slices.SortStableFunc(rows, func(a, b resultRow) int {
+		return cmp.Or(cmp.Compare(leadingNumber(a.scenario), leadingNumber(b.scenario)), cmp.Compare(a.scenario, b.scenario))
+	})
 	for _, row := range rows {
 		res := "pass"
 		if !row.passed {

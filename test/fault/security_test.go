@@ -72,8 +72,16 @@ type secBroker struct {
 // TLS listeners of `KAFKA_SECURITY=sasl_scram,tls kafka.sh start` are used; otherwise (the
 // dev-broker command has no SASL or TLS) two in-process kfake brokers with SASL/SCRAM and TLS.
 func TestScenario09Security(t *testing.T) {
-	t.Run("wrong SASL password", func(t *testing.T) { runFailClosed(t, "9a wrong SASL password", saslBroker(t)) })
-	t.Run("TLS unknown CA", func(t *testing.T) { runFailClosed(t, "9b TLS cert from unknown CA", tlsBroker(t)) })
+	// In parallel: each has its own listener, topics and group, and spends most of its time waiting
+	// out failClosedWindow with bad credentials, so running them together halves the scenario.
+	t.Run("wrong SASL password", func(t *testing.T) {
+		t.Parallel()
+		runFailClosed(t, "9a wrong SASL password", saslBroker(t))
+	})
+	t.Run("TLS unknown CA", func(t *testing.T) {
+		t.Parallel()
+		runFailClosed(t, "9b TLS cert from unknown CA", tlsBroker(t))
+	})
 }
 
 func saslBroker(t *testing.T) secBroker {

@@ -139,14 +139,14 @@ func TestScenario12KillController(t *testing.T) {
 	s.finishBrokerFault(p)
 }
 
-// belowISRFor is how long scenario 13 keeps two brokers down: FAULT_BELOW_ISR_SECONDS, default
-// 40s, well under the pipeline's response delivery timeout (KAFKA_DELIVERY_TIMEOUT, 2m), after
-// which a response still unwritten is dead-lettered.
+// belowISRFor is how long scenario 13 keeps two brokers down: FAULT_BELOW_ISR_SECONDS, default 30s
+// (three times the suite's session timeout), well under the pipeline's response delivery timeout
+// (KAFKA_DELIVERY_TIMEOUT, 2m), after which a response still unwritten is dead-lettered.
 func belowISRFor() time.Duration {
 	if n, err := strconv.Atoi(os.Getenv("FAULT_BELOW_ISR_SECONDS")); err == nil && n > 0 {
 		return time.Duration(n) * time.Second
 	}
-	return 40 * time.Second
+	return 30 * time.Second
 }
 
 // Scenario 13: two of three brokers are stopped (SIGTERM, controlled shutdown), leaving fewer
