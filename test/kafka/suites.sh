@@ -45,7 +45,7 @@ timed "integration suites" go test -count=1 -timeout 20m ./plugins/kafka/ ./inte
 phase "fault suite${run:+ (subset: -run '$run')}"
 fault() {
 	FAULT_REPORT="$report" go test -count=1 -tags fault -timeout 45m -v ${run:+-run "$run"} ./test/fault/ 2>&1 |
-		grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
+		grep --line-buffered -vE '^=== (RUN|PAUSE|CONT|NAME)'
 }
 timed "fault suite${run:+ (subset)}" fault || failed=1
 
@@ -53,7 +53,7 @@ if [[ -n "${FAULT_EOS_RUN:-}" ]]; then
 	phase "fault suite, exactly-once mode (-run '$FAULT_EOS_RUN')"
 	eos() {
 		FAULT_EXACTLY_ONCE=true FAULT_REPORT="${report%.md}-eos.md" go test -count=1 -tags fault -timeout 30m -v \
-			-run "$FAULT_EOS_RUN" ./test/fault/ 2>&1 | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT)'
+			-run "$FAULT_EOS_RUN" ./test/fault/ 2>&1 | grep --line-buffered -vE '^=== (RUN|PAUSE|CONT|NAME)'
 	}
 	timed "fault suite, exactly-once" eos || failed=1
 fi
