@@ -199,7 +199,7 @@ func (c *checkpointer) forgetLocked(p *partitionState) {
 //
 // reread counts the records of these partitions the next owner processes again although this
 // member processed them or still is: those finished out of order behind a record that did not
-// finish (17 above), those still in the pipeline (16, 18, 19), and if the commit fails every
+// finish (17 above), those still in the pipeline (15, 16, 18, 19), and if the commit fails every
 // finished record since the last commit.
 func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) (reread rereadCount, err error) {
 	c.commitMu.Lock()
