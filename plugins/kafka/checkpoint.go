@@ -216,8 +216,10 @@ func (c *checkpointer) revoke(ctx context.Context, tps []topicPartition) (reread
 			continue
 		}
 		c.forgetLocked(p)
-		ifFails.add(p.rereadLocked(false))
-		ifCommitted.add(p.rereadLocked(true))
+		w := p.windowRereadLocked()
+		ifCommitted.add(w)
+		w.finished += p.finishedSinceCommitLocked()
+		ifFails.add(w)
 		if p.mark.Offset > p.committed {
 			addOffset(offsets, tp, p.mark)
 		}
@@ -300,7 +302,9 @@ func (c *checkpointer) lost(tps []topicPartition) (reread rereadCount) {
 	for _, tp := range tps {
 		if p, ok := c.parts[tp]; ok {
 			c.forgetLocked(p)
-			reread.add(p.rereadLocked(false))
+			w := p.windowRereadLocked()
+			w.finished += p.finishedSinceCommitLocked()
+			reread.add(w)
 		}
 	}
 	return reread
@@ -325,12 +329,9 @@ func (r rereadCount) String() string {
 	return fmt.Sprintf("to process again: %d finished, %d in flight", r.finished, r.inFlight)
 }
 
-// rereadLocked counts p's records that its next owner processes again. Finished ones count if no
-// commit covers them: with committed false, those past the last successful commit (or, with no
-// commit yet, past where the assignment started; counted in offsets, so a transaction marker or a
-// compacted gap counts as one) and those finished out of order in the window; with committed true
-// (the commit of p's mark succeeds) only the latter. Caller holds mu.
-func (p *partitionState) rereadLocked(committed bool) rereadCount {
+// windowRereadLocked counts p's window: records finished out of order (acked behind the oldest
+// unfinished one, so no commit covers them yet) and records in flight. Caller holds mu.
+func (p *partitionState) windowRereadLocked() rereadCount {
 	var r rereadCount
 	for _, f := range p.window {
 		if f.acked {
@@ -339,17 +340,22 @@ func (p *partitionState) rereadLocked(committed bool) rereadCount {
 			r.inFlight++
 		}
 	}
-	if committed {
-		return r
-	}
+	return r
+}
+
+// finishedSinceCommitLocked counts the finished records below the commit position that no
+// successful commit covers: past the last commit or, with none yet, past where the assignment
+// started. Counted in offsets, so a transaction marker or a compacted gap counts as one. Caller
+// holds mu.
+func (p *partitionState) finishedSinceCommitLocked() int64 {
 	base := p.committed
 	if base < 0 {
 		base = p.first // nothing committed in this assignment: it started at the group's offset
 	}
-	if base >= 0 && p.mark.Offset > base {
-		r.finished += p.mark.Offset - base
+	if base < 0 || p.mark.Offset <= base {
+		return 0
 	}
-	return r
+	return p.mark.Offset - base
 }
 
 // add buffers fetched records of a partition. Records of a partition not assigned (or already

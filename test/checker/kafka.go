@@ -168,15 +168,9 @@ func (c *Checker) MarkFaultCleared() time.Time {
 func (c *Checker) Committed(ctx context.Context) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	committed, err := c.adm.FetchOffsetsForTopics(ctx, c.cfg.Group, c.cfg.InputTopic)
-	if err == nil {
-		err = committed.Error()
-	}
-	if errors.Is(err, kerr.GroupIDNotFound) {
-		return 0, nil // kfake's answer for a group that never committed
-	}
+	committed, err := c.committedOffsets(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("committed offsets of group %q: %w", c.cfg.Group, err)
+		return 0, err
 	}
 	var sum int64
 	committed.Each(func(o kadm.OffsetResponse) {
@@ -185,6 +179,23 @@ func (c *Checker) Committed(ctx context.Context) (int64, error) {
 		}
 	})
 	return sum, nil
+}
+
+// committedOffsets fetches the group's committed offsets on the input topic; none (not an error)
+// for a group that never committed.
+func (c *Checker) committedOffsets(ctx context.Context) (kadm.OffsetResponses, error) {
+	committed, err := c.adm.FetchOffsetsForTopics(ctx, c.cfg.Group, c.cfg.InputTopic)
+	if err == nil {
+		err = committed.Error()
+	}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		// kfake's answer for a group that never committed (Kafka answers with no offsets).
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("committed offsets of group %q: %w", c.cfg.Group, err)
+	}
+	return committed, nil
 }
 
 // Lag returns the group's total lag on the input topic (end offsets minus committed offsets, a
@@ -206,16 +217,9 @@ func (c *Checker) Lag(ctx context.Context) (lag, end int64, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("start offsets of %q: %w", c.cfg.InputTopic, err)
 	}
-	committed, err := c.adm.FetchOffsetsForTopics(ctx, c.cfg.Group, c.cfg.InputTopic)
-	if err == nil {
-		err = committed.Error()
-	}
-	if errors.Is(err, kerr.GroupIDNotFound) {
-		// kfake's answer for a group that never committed (Kafka answers with no offsets).
-		committed, err = nil, nil
-	}
+	committed, err := c.committedOffsets(ctx)
 	if err != nil {
-		return 0, 0, fmt.Errorf("committed offsets of group %q: %w", c.cfg.Group, err)
+		return 0, 0, err
 	}
 	ends.Each(func(lo kadm.ListedOffset) {
 		end += lo.Offset
